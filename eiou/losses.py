@@ -1,0 +1,467 @@
+"""Box-regression losses with one call signature, CT, SOT and a registry.
+
+Every loss is a :class:`BoxLoss` (an ``nn.Module``) called as
+``loss(pred, target, weight=None, reduction=None, avg_factor=None)``:
+
+- ``pred``, ``target``: ``(..., 4)``. For IoU-family losses (``input_space == "boxes"``)
+  they are boxes ``(x1, y1, x2, y2)``; detectors should pass them in the anchor-normalised
+  frame of :meth:`eiou.coders.BoxCoder.decode_normalized` so that SOT's ``U_e`` is in
+  units of anchor area (paper, Algorithm 1). For ``smooth_l1``
+  (``input_space == "offsets"``) they are encoded offsets.
+- ``weight``: ``(...)`` per pair, or ``(..., 4)`` (then averaged over the last axis).
+- ``reduction``: ``"none"`` (the ``(...)`` per-pair losses), ``"sum"`` or ``"mean"``
+  (the sum divided by ``avg_factor`` when given, else by the number of pairs; the mean of
+  an empty input is 0). ``None`` uses the reduction given at construction.
+
+Options common to the box losses:
+
+- ``power`` (CT, paper Sec. III-C): the loss becomes ``(f - f_min)^power``; ``power=1``
+  is no CT. The paper's Smooth-EIoU is ``eiou`` with ``power=2``; footnote 2 allows any
+  ``power > 1``.
+- ``sot`` (SOT, paper Eq. 28): the forward value is unchanged; the gradient flowing into
+  ``pred`` is multiplied, per pair, by the extended union ``U_e`` of that pair (detached).
+  ``U_e`` is the standard union whenever the boxes overlap, and stays positive when they
+  do not, so the same rule serves every IoU-family loss.
+- ``gradient`` (EIoU only): ``"autograd"``, the exact derivative of Eq. 16 (which also
+  differentiates ``x0 = min(x1_t, x1_p)``), or ``"paper"``, the hand-derived gradient of
+  Appendix A (Eq. 33-44), computed in one fused custom autograd Function. They agree
+  wherever the boxes overlap and differ on part of the separated pairs: where
+  ``x1_p < x1_t`` (resp. ``y1_p < y1_t``) and the boxes are apart along the other axis,
+  the paper sets ``dI_e/dx1_p = 0`` while the exact derivative is ``2 (y1 - y2)``.
+
+Losses are looked up by name with :func:`get`; :func:`register` adds one. A dotted import
+path (``"my_pkg.losses.my_loss"``) names a user's loss: a class is instantiated with the
+options; a plain function ``f(pred, target, **options) -> (...)`` is wrapped in a
+:class:`BoxLoss` so it gets weights, reductions, ``power`` and ``sot`` for free.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from eiou import metrics
+from eiou.metrics import EPS
+
+__all__ = [
+    "BoxLoss",
+    "CIoULoss",
+    "DIoULoss",
+    "EIoULoss",
+    "FunctionLoss",
+    "GIoULoss",
+    "IoULoss",
+    "SmoothL1Loss",
+    "available",
+    "convexify",
+    "get",
+    "reduce_loss",
+    "register",
+    "steady_gradient",
+]
+
+REDUCTIONS = ("none", "mean", "sum")
+GRADIENT_MODES = ("autograd", "paper")
+
+
+def reduce_loss(
+    loss: Tensor,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+    avg_factor: float | Tensor | None = None,
+) -> Tensor:
+    """Weight and reduce per-pair losses ``(...)``; see the module docstring."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if weight is not None:
+        if weight.dim() == loss.dim() + 1 and weight.shape[-1] == 4:
+            weight = weight.mean(-1)
+        loss = loss * weight
+    if reduction == "none":
+        return loss
+    total = loss.sum()
+    if reduction == "sum":
+        return total
+    if avg_factor is not None:
+        return total / avg_factor
+    return total / loss.numel() if loss.numel() > 0 else total
+
+
+def convexify(value: Tensor, minimum: float = 0.0, power: float = 2.0) -> Tensor:
+    """The convexification technique (CT): ``(value - minimum)^power``.
+
+    ``value`` is any loss that decreases with the IoU and has the known minimum ``minimum``;
+    with ``power > 1`` the result is non-negative and has a zero gradient at the minimum.
+    ``value - minimum`` is clamped at 0 so rounding below the minimum cannot give NaN for a
+    fractional power.
+    """
+    if power < 1:
+        raise ValueError(f"power must be >= 1 (1: no CT; CT needs power > 1), got {power}")
+    shifted = (value - minimum).clamp(min=0)
+    return shifted if power == 1 else shifted**power
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient of each box by ``scale[..., None]``."""
+
+    @staticmethod
+    def forward(ctx: Any, boxes: Tensor, scale: Tensor) -> Tensor:
+        ctx.save_for_backward(scale)
+        return boxes.view_as(boxes)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (scale,) = ctx.saved_tensors
+        return grad * scale.unsqueeze(-1).to(grad.dtype), None
+
+
+def steady_gradient(pred: Tensor, target: Tensor, eps: float = EPS) -> Tensor:
+    """The steady optimization technique (SOT, paper Eq. 28) as a gradient transform.
+
+    Returns ``pred`` unchanged; in the backward pass the gradient into each predicted box
+    is multiplied by that pair's extended union ``U_e`` (no gradient through ``U_e``), so
+    a gradient-descent step becomes proportional to the box size. The constant 2 of
+    Eq. 28 is left to the learning rate. Half-precision ``pred`` is upcast to float32
+    first, so the scaling (by areas that can exceed float16's range) happens in float32.
+    """
+    if not pred.requires_grad:
+        return pred
+    pred = metrics._upcast(pred)
+    with torch.no_grad():
+        union = metrics.extended_iou_parts(pred, target, eps).union
+    return _ScaleGradient.apply(pred, union)
+
+
+class BoxLoss(nn.Module):
+    """Base class: a per-pair loss ``f >= minimum`` with CT, SOT, weights and reductions.
+
+    Subclasses implement :meth:`elementwise` (``(..., 4), (..., 4) -> (...)``) and set
+    ``input_space`` and ``minimum``.
+    """
+
+    input_space: ClassVar[str] = "boxes"
+    minimum: ClassVar[float] = 0.0
+
+    def __init__(
+        self,
+        *,
+        power: float = 1.0,
+        sot: bool = False,
+        reduction: str = "mean",
+        eps: float = EPS,
+    ) -> None:
+        super().__init__()
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        if power < 1:
+            raise ValueError(f"power must be >= 1 (1: no CT; CT needs power > 1), got {power}")
+        if sot and self.input_space != "boxes":
+            raise ValueError(
+                f"{type(self).__name__} works on {self.input_space}: SOT applies to losses on "
+                "boxes (the IoU family)"
+            )
+        self.power = float(power)
+        self.sot = bool(sot)
+        self.reduction = reduction
+        self.eps = float(eps)
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The loss of each pair before CT, shape ``(...)``."""
+        raise NotImplementedError
+
+    def per_pair(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The loss of each pair with SOT and CT applied, shape ``(...)``."""
+        if self.sot:
+            pred = steady_gradient(pred, target, self.eps)
+        return convexify(self.elementwise(pred, target), self.minimum, self.power)
+
+    def forward(
+        self,
+        pred: Tensor,
+        target: Tensor,
+        weight: Tensor | None = None,
+        reduction: str | None = None,
+        avg_factor: float | Tensor | None = None,
+    ) -> Tensor:
+        """Weighted, reduced loss of paired ``(..., 4)`` inputs (see the module docstring)."""
+        return reduce_loss(
+            self.per_pair(pred, target), weight, reduction or self.reduction, avg_factor
+        )
+
+    def extra_repr(self) -> str:
+        return f"power={self.power:g}, sot={self.sot}, reduction={self.reduction!r}"
+
+
+_REGISTRY: dict[str, Callable[..., BoxLoss]] = {}
+
+
+def register(name: str) -> Callable[[Any], Any]:
+    """Class decorator registering a :class:`BoxLoss` under ``name`` for :func:`get`."""
+
+    def decorator(obj: Any) -> Any:
+        if name in _REGISTRY:
+            raise ValueError(f"a loss named {name!r} is already registered")
+        _REGISTRY[name] = obj
+        return obj
+
+    return decorator
+
+
+def available() -> list[str]:
+    """Registered loss names."""
+    return sorted(_REGISTRY)
+
+
+def _import_dotted(path: str) -> Any:
+    module_name, _, attr = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {module_name!r} for loss {path!r}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from exc
+
+
+def get(name: str, **options: Any) -> BoxLoss:
+    """Build a loss by registry name or dotted import path, with its options.
+
+    Examples:
+        ``get("eiou", power=2, sot=True)`` is Smooth-EIoU with SOT (Table I row 7);
+        ``get("smooth_l1", beta=1 / 9)``; ``get("my_pkg.my_loss", scale=2.0)``.
+    """
+    if name in _REGISTRY:
+        return _REGISTRY[name](**options)
+    if "." in name:
+        obj = _import_dotted(name)
+        if isinstance(obj, type):
+            loss = obj(**options)
+        elif callable(obj):
+            loss = FunctionLoss(obj, **options)
+        else:
+            raise ValueError(f"{name!r} is neither a class nor a function")
+        if not callable(loss):
+            raise ValueError(f"{name!r} did not build a callable loss")
+        return loss
+    raise ValueError(
+        f"unknown loss {name!r}: use one of {available()} or a dotted import path "
+        "such as 'my_package.my_module.my_loss'"
+    )
+
+
+@register("smooth_l1")
+class SmoothL1Loss(BoxLoss):
+    """Smooth-L1 on encoded offsets, summed over the 4 coordinates of each pair.
+
+    ``beta`` is the quadratic-to-linear transition; 1/9 is torchvision's Faster R-CNN
+    default (Detectron used 1 for the box head and 1/9 for RPN and RetinaNet).
+    """
+
+    input_space = "offsets"
+
+    def __init__(self, *, beta: float = 1.0 / 9, **options: Any) -> None:
+        super().__init__(**options)
+        self.beta = float(beta)
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        diff = metrics._upcast(pred) - metrics._upcast(target)
+        if self.beta == 0:
+            return diff.abs().sum(-1)
+        return nn.functional.smooth_l1_loss(
+            diff, torch.zeros_like(diff), reduction="none", beta=self.beta
+        ).sum(-1)
+
+
+@register("iou")
+class IoULoss(BoxLoss):
+    """Standard IoU loss (Table I row 2): ``-ln IoU`` (UnitBox, ``mode="log"``) or ``1 - IoU``.
+
+    In ``"log"`` mode the IoU is clamped at ``eps`` so separated boxes give the finite
+    value ``-ln eps`` with zero gradient: the plateau the paper criticises.
+    """
+
+    def __init__(self, *, mode: str = "log", **options: Any) -> None:
+        super().__init__(**options)
+        if mode not in ("log", "linear"):
+            raise ValueError(f"mode must be 'log' or 'linear', got {mode!r}")
+        self.mode = mode
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        value = metrics.iou(pred, target, self.eps)
+        return -torch.log(value.clamp(min=self.eps)) if self.mode == "log" else 1 - value
+
+
+@register("giou")
+class GIoULoss(BoxLoss):
+    """``1 - GIoU`` (Rezatofighi et al. 2019), in ``[0, 2)``."""
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        return 1 - metrics.giou(pred, target, self.eps)
+
+
+@register("diou")
+class DIoULoss(BoxLoss):
+    """``1 - DIoU`` (Zheng et al. 2020)."""
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        return 1 - metrics.diou(pred, target, self.eps)
+
+
+@register("ciou")
+class CIoULoss(BoxLoss):
+    """``1 - CIoU`` (Zheng et al. 2020), ``alpha`` without gradient."""
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        return 1 - metrics.ciou(pred, target, self.eps)
+
+
+@register("eiou")
+class EIoULoss(BoxLoss):
+    """``1 - EIoU`` (Table I row 5); with ``power=2`` the Smooth-EIoU loss of Eq. 23.
+
+    ``1 - EIoU`` is ``-EIoU`` shifted by its minimum -1 (CT step (i)), in ``[0, 2)``.
+    ``gradient`` selects the exact derivative (``"autograd"``) or Appendix A (``"paper"``).
+    """
+
+    def __init__(self, *, gradient: str = "autograd", **options: Any) -> None:
+        super().__init__(**options)
+        if gradient not in GRADIENT_MODES:
+            raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
+        self.gradient = gradient
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        return 1 - metrics.eiou(pred, target, self.eps)
+
+    def per_pair(self, pred: Tensor, target: Tensor) -> Tensor:
+        if self.gradient == "paper":
+            return _PaperEIoULoss.apply(pred, target, self.power, self.sot, self.eps)
+        return super().per_pair(pred, target)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, gradient={self.gradient!r}"
+
+
+@register("smooth_eiou")
+class SmoothEIoULoss(EIoULoss):
+    """Smooth-EIoU (Eq. 23): :class:`EIoULoss` with ``power=2`` by default."""
+
+    def __init__(self, *, power: float = 2.0, **options: Any) -> None:
+        super().__init__(power=power, **options)
+
+
+class FunctionLoss(BoxLoss):
+    """A user's elementwise function ``f(pred, target, **kwargs) -> (...)`` as a BoxLoss.
+
+    ``input_space`` (``"boxes"`` or ``"offsets"``) and ``minimum`` describe ``f``; the
+    standard options (``power``, ``sot``, ``reduction``, ``eps``) are taken here and every
+    other keyword is passed to ``f``.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Tensor],
+        *,
+        input_space: str = "boxes",
+        minimum: float = 0.0,
+        power: float = 1.0,
+        sot: bool = False,
+        reduction: str = "mean",
+        eps: float = EPS,
+        **kwargs: Any,
+    ) -> None:
+        if input_space not in ("boxes", "offsets"):
+            raise ValueError(f"input_space must be 'boxes' or 'offsets', got {input_space!r}")
+        self.input_space = input_space  # type: ignore[misc]
+        self.minimum = float(minimum)  # type: ignore[misc]
+        super().__init__(power=power, sot=sot, reduction=reduction, eps=eps)
+        self.fn = fn
+        self.kwargs = kwargs
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        return self.fn(pred, target, **self.kwargs)
+
+    def extra_repr(self) -> str:
+        name = getattr(self.fn, "__qualname__", repr(self.fn))
+        return f"fn={name}, {super().extra_repr()}"
+
+
+class _PaperEIoULoss(torch.autograd.Function):
+    """``(1 - EIoU)^power`` with the Appendix-A gradient, optionally SOT-scaled, fused.
+
+    Forward computes the loss and, from the same intermediates, its gradient with respect
+    to the predicted corners (Eq. 33-44; Eq. 44's ``U_g`` read as ``U_e``); backward only
+    multiplies that stored gradient by the incoming one. ``target`` gets no gradient.
+    Inverted predictions follow :mod:`eiou.metrics` (zero area, corners as given).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, pred: Tensor, target: Tensor, power: float, sot: bool, eps: float
+    ) -> Tensor:
+        c = metrics._corners(pred, target)
+        g = metrics._extended_geometry(c)
+        inter, union = g.intersection, g.union
+        union_eps = union + eps
+        value = inter / union_eps
+        one_minus = (1 - value).clamp(min=0)
+        loss = one_minus if power == 1 else one_minus**power
+        if ctx.needs_input_grad[0]:
+            overlap_x, overlap_y = g.dx1 <= g.dx2, g.dy1 <= g.dy2
+            zero = torch.zeros((), dtype=inter.dtype, device=inter.device)
+            # Eq. 33-36, dI_e / d(x1_p, y1_p, x2_p, y2_p), written with the (x0, y0)-relative
+            # corners: y_min - y_max, 2 y0 - y_max - y1, y2 - y1, y2 + y_min - 2 y0, ...
+            d_inter = torch.stack(
+                (
+                    torch.where(
+                        c.px1 >= c.tx1,
+                        torch.where(overlap_x, g.dy_min - g.dy_max, -g.dy_max - g.dy1),
+                        zero,
+                    ),
+                    torch.where(
+                        c.py1 >= c.ty1,
+                        torch.where(overlap_y, g.dx_min - g.dx_max, -g.dx_max - g.dx1),
+                        zero,
+                    ),
+                    torch.where(
+                        c.px2 <= c.tx2,
+                        torch.where(overlap_x, g.dy2 - g.dy1, g.dy2 + g.dy_min),
+                        zero,
+                    ),
+                    torch.where(
+                        c.py2 <= c.ty2,
+                        torch.where(overlap_y, g.dx2 - g.dx1, g.dx2 + g.dx_min),
+                        zero,
+                    ),
+                ),
+                dim=-1,
+            )
+            # Eq. 37-40: dU_e = dS_p - dI_e, with S_p = max(w_p, 0) max(h_p, 0)
+            wp, hp, _, _ = metrics._sizes(c)
+            hp_x = hp * (c.px2 >= c.px1)
+            wp_y = wp * (c.py2 >= c.py1)
+            d_area = torch.stack((-hp_x, -wp_y, hp_x, wp_y), dim=-1)
+            d_union = d_area - d_inter
+            # Eq. 41-44: d EIoU = (dI_e U_e - I_e dU_e) / U_e^2 = (dI_e - EIoU dU_e) / U_e,
+            # then the chain rule through (1 - EIoU)^power, then SOT (Eq. 28) scales by U_e.
+            d_value = (d_inter - value.unsqueeze(-1) * d_union) / union_eps.unsqueeze(-1)
+            factor = -power * one_minus ** (power - 1) if power != 1 else -torch.ones_like(value)
+            if sot:
+                factor = factor * union
+            grad = d_value * factor.unsqueeze(-1)
+            ctx.save_for_backward(grad)
+            ctx.pred_dtype = pred.dtype
+            ctx.pred_shape = pred.shape
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, None, None, None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        (grad,) = ctx.saved_tensors
+        grad_pred = (grad_output.unsqueeze(-1) * grad).sum_to_size(ctx.pred_shape)
+        return grad_pred.to(ctx.pred_dtype), None, None, None, None
