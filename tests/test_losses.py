@@ -28,8 +28,8 @@ class MyLoss(losses.BoxLoss):
 
 
 def test_registry_names_and_errors():
-    assert set(BOX_LOSSES + ["smooth_l1"]) <= set(losses.available())
-    for name in BOX_LOSSES + ["smooth_l1"]:
+    assert set([*BOX_LOSSES, "smooth_l1"]) <= set(losses.available())
+    for name in [*BOX_LOSSES, "smooth_l1"]:
         assert isinstance(losses.get(name), losses.BoxLoss)
     with pytest.raises(ValueError, match="unknown loss 'nope'"):
         losses.get("nope")
@@ -69,7 +69,7 @@ def test_reductions_weights_and_avg_factor(generator):
         loss(pred, target, reduction="avg")
 
 
-@pytest.mark.parametrize("name", BOX_LOSSES + ["smooth_l1"])
+@pytest.mark.parametrize("name", [*BOX_LOSSES, "smooth_l1"])
 def test_empty_input_mean_is_zero_with_gradient(name):
     pred = torch.zeros(0, 4, requires_grad=True)
     value = losses.get(name)(pred, torch.zeros(0, 4))
@@ -79,7 +79,8 @@ def test_empty_input_mean_is_zero_with_gradient(name):
 
 
 def test_smooth_l1_matches_torch(generator):
-    pred, target = torch.randn(20, 4, generator=generator), torch.randn(20, 4, generator=generator)
+    pred = torch.randn(20, 4, generator=generator)
+    target = torch.randn(20, 4, generator=generator)
     for beta in (1.0 / 9, 1.0, 0.0):
         expected = torch.nn.functional.smooth_l1_loss(pred, target, beta=beta, reduction="sum")
         got = losses.get("smooth_l1", beta=beta, reduction="sum")(pred, target)
@@ -91,7 +92,8 @@ def test_iou_loss_modes(generator):
     value = eiou.iou(pred, target)
     log_loss = losses.get("iou", reduction="none")(pred, target)
     assert torch.allclose(log_loss, -torch.log(value.clamp(min=1e-7)))
-    assert torch.allclose(losses.get("iou", mode="linear", reduction="none")(pred, target), 1 - value)
+    linear = losses.get("iou", mode="linear", reduction="none")
+    assert torch.allclose(linear(pred, target), 1 - value)
 
 
 def test_ct_zero_gradient_at_minimum_only_with_power_above_one():

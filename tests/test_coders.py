@@ -1,0 +1,55 @@
+"""Box coders: torchvision agreement, round trips, the anchor-normalised frame of Algorithm 1."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import random_boxes
+from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
+
+import eiou
+from eiou import coders
+
+
+def test_standard_coder_matches_torchvision(generator):
+    anchors, boxes = random_boxes(50, generator) * 20, random_boxes(50, generator) * 20
+    weights = (10.0, 10.0, 5.0, 5.0)
+    ours = coders.get("standard", weights=weights)
+    theirs = TorchvisionBoxCoder(weights)
+    offsets = ours.encode(boxes, anchors)
+    assert torch.allclose(offsets, theirs.encode_single(boxes, anchors), atol=1e-10)
+    assert torch.allclose(ours.decode(offsets, anchors),
+                          theirs.decode_single(offsets, anchors), atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["standard", "sqrt_area"])
+def test_round_trip_and_normalised_frame(name, generator):
+    anchors, boxes = random_boxes(50, generator) * 20, random_boxes(50, generator) * 20
+    coder = coders.get(name)
+    offsets = coder.encode(boxes, anchors)
+    assert torch.allclose(coder.decode(offsets, anchors), boxes, atol=1e-9)
+    scale = ((anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])).sqrt()
+    normalised = coder.decode_normalized(offsets, anchors)
+    assert torch.allclose(normalised, boxes / scale[:, None], atol=1e-9)
+    # In that frame U_e is measured in units of anchor area.
+    target = coder.normalize(boxes.flip(0), anchors)
+    union_pixels = eiou.extended_iou_parts(boxes, boxes.flip(0)).union
+    union_frame = eiou.extended_iou_parts(normalised, target).union
+    assert torch.allclose(union_frame, union_pixels / scale**2, rtol=1e-9)
+
+
+def test_sqrt_area_offsets_share_one_normaliser():
+    """Algorithm 1: every corner offset is divided by the same S = sqrt(anchor area)."""
+    anchor = torch.tensor([[0.0, 0.0, 16.0, 4.0]])  # S = 8
+    box = torch.tensor([[8.0, 8.0, 32.0, 12.0]])  # moved by (8, 8), 8 px wider
+    offsets = coders.get("sqrt_area").encode(box, anchor)
+    assert torch.allclose(offsets, torch.tensor([[1.0, 1.0, 2.0, 1.0]]))
+    # The standard coder normalises x by w_a = 16 and y by h_a = 4 instead:
+    # centres (20, 10) vs (8, 2) -> dx = 12/16, dy = 8/4; dw = log(24/16), dh = log(4/4).
+    standard = coders.get("standard").encode(box, anchor)
+    assert torch.allclose(standard, torch.tensor([[0.75, 2.0, torch.log(torch.tensor(1.5)), 0.0]]))
+
+
+def test_unknown_coder():
+    with pytest.raises(ValueError, match="unknown box coder"):
+        coders.get("polar")
