@@ -106,34 +106,33 @@ def convexify(value: Tensor, minimum: float = 0.0, power: float = 2.0) -> Tensor
 
 
 class _ScaleGradient(torch.autograd.Function):
-    """Identity forward; backward multiplies the gradient of each box by ``scale[..., None]``."""
+    """Identity forward; backward multiplies the incoming gradient by ``scale``."""
 
     @staticmethod
-    def forward(ctx: Any, boxes: Tensor, scale: Tensor) -> Tensor:
+    def forward(ctx: Any, value: Tensor, scale: Tensor) -> Tensor:
         ctx.save_for_backward(scale)
-        return boxes.view_as(boxes)
+        return value.view_as(value)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (scale,) = ctx.saved_tensors
-        return grad * scale.unsqueeze(-1).to(grad.dtype), None
+        return grad * scale.to(grad.dtype), None
 
 
-def steady_gradient(pred: Tensor, target: Tensor, eps: float = EPS) -> Tensor:
+def steady_gradient(per_pair_loss: Tensor, union: Tensor) -> Tensor:
     """The steady optimization technique (SOT, paper Eq. 28) as a gradient transform.
 
-    Returns ``pred`` unchanged; in the backward pass the gradient into each predicted box
-    is multiplied by that pair's extended union ``U_e`` (no gradient through ``U_e``), so
-    a gradient-descent step becomes proportional to the box size. The constant 2 of
-    Eq. 28 is left to the learning rate. Half-precision ``pred`` is upcast to float32
-    first, so the scaling (by areas that can exceed float16's range) happens in float32.
+    Returns ``per_pair_loss`` ``(...)`` unchanged; in the backward pass the gradient of
+    each pair's loss is multiplied by that pair's extended union ``union`` ``(...)`` (``U_e``,
+    detached). Each pair's loss depends only on its own predicted box, so this is exactly
+    "the gradient into each predicted box times ``U_e``": a gradient-descent step becomes
+    proportional to the box size. The constant 2 of Eq. 28 is left to the learning rate.
+    Half-precision losses are upcast first, so the scaling (by areas that can exceed
+    float16's range) happens in float32.
     """
-    if not pred.requires_grad:
-        return pred
-    pred = metrics._upcast(pred)
-    with torch.no_grad():
-        union = metrics.extended_iou_parts(pred, target, eps).union
-    return _ScaleGradient.apply(pred, union)
+    if not per_pair_loss.requires_grad:
+        return per_pair_loss
+    return _ScaleGradient.apply(metrics._upcast(per_pair_loss), union.detach())
 
 
 class BoxLoss(nn.Module):
@@ -173,11 +172,19 @@ class BoxLoss(nn.Module):
         """The loss of each pair before CT, shape ``(...)``."""
         raise NotImplementedError
 
+    def value_and_union(self, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
+        """:meth:`elementwise` and, if the loss computes it anyway, the pairs' ``U_e``."""
+        return self.elementwise(pred, target), None
+
     def per_pair(self, pred: Tensor, target: Tensor) -> Tensor:
-        """The loss of each pair with SOT and CT applied, shape ``(...)``."""
+        """The loss of each pair with CT and SOT applied, shape ``(...)``."""
+        value, union = self.value_and_union(pred, target)
+        value = convexify(value, self.minimum, self.power)
         if self.sot:
-            pred = steady_gradient(pred, target, self.eps)
-        return convexify(self.elementwise(pred, target), self.minimum, self.power)
+            if union is None:
+                union = metrics.extended_iou_parts(pred.detach(), target.detach(), self.eps).union
+            value = steady_gradient(value, union)
+        return value
 
     def forward(
         self,
@@ -337,6 +344,10 @@ class EIoULoss(BoxLoss):
     def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
         return 1 - metrics.eiou(pred, target, self.eps)
 
+    def value_and_union(self, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
+        parts = metrics.extended_iou_parts(pred, target, self.eps)
+        return 1 - parts.value, parts.union.detach()
+
     def per_pair(self, pred: Tensor, target: Tensor) -> Tensor:
         if self.gradient == "paper":
             return _PaperEIoULoss.apply(pred, target, self.power, self.sot, self.eps)
@@ -397,6 +408,7 @@ class _PaperEIoULoss(torch.autograd.Function):
     to the predicted corners (Eq. 33-44; Eq. 44's ``U_g`` read as ``U_e``); backward only
     multiplies that stored gradient by the incoming one. ``target`` gets no gradient.
     Inverted predictions follow :mod:`eiou.metrics` (zero area, corners as given).
+    Written with in-place operations: on large inputs the cost is memory traffic.
     """
 
     @staticmethod
@@ -408,54 +420,45 @@ class _PaperEIoULoss(torch.autograd.Function):
         inter, union = g.intersection, g.union
         union_eps = union + eps
         value = inter / union_eps
-        one_minus = (1 - value).clamp(min=0)
+        one_minus = torch.rsub(value, 1).clamp_(min=0)
         loss = one_minus if power == 1 else one_minus**power
-        if ctx.needs_input_grad[0]:
-            overlap_x, overlap_y = g.dx1 <= g.dx2, g.dy1 <= g.dy2
-            zero = torch.zeros((), dtype=inter.dtype, device=inter.device)
-            # Eq. 33-36, dI_e / d(x1_p, y1_p, x2_p, y2_p), written with the (x0, y0)-relative
-            # corners: y_min - y_max, 2 y0 - y_max - y1, y2 - y1, y2 + y_min - 2 y0, ...
-            d_inter = torch.stack(
-                (
-                    torch.where(
-                        c.px1 >= c.tx1,
-                        torch.where(overlap_x, g.dy_min - g.dy_max, -g.dy_max - g.dy1),
-                        zero,
-                    ),
-                    torch.where(
-                        c.py1 >= c.ty1,
-                        torch.where(overlap_y, g.dx_min - g.dx_max, -g.dx_max - g.dx1),
-                        zero,
-                    ),
-                    torch.where(
-                        c.px2 <= c.tx2,
-                        torch.where(overlap_x, g.dy2 - g.dy1, g.dy2 + g.dy_min),
-                        zero,
-                    ),
-                    torch.where(
-                        c.py2 <= c.ty2,
-                        torch.where(overlap_y, g.dx2 - g.dx1, g.dx2 + g.dx_min),
-                        zero,
-                    ),
-                ),
-                dim=-1,
-            )
-            # Eq. 37-40: dU_e = dS_p - dI_e, with S_p = max(w_p, 0) max(h_p, 0)
-            wp, hp, _, _ = metrics._sizes(c)
-            hp_x = hp * (c.px2 >= c.px1)
-            wp_y = wp * (c.py2 >= c.py1)
-            d_area = torch.stack((-hp_x, -wp_y, hp_x, wp_y), dim=-1)
-            d_union = d_area - d_inter
-            # Eq. 41-44: d EIoU = (dI_e U_e - I_e dU_e) / U_e^2 = (dI_e - EIoU dU_e) / U_e,
-            # then the chain rule through (1 - EIoU)^power, then SOT (Eq. 28) scales by U_e.
-            d_value = (d_inter - value.unsqueeze(-1) * d_union) / union_eps.unsqueeze(-1)
-            factor = -power * one_minus ** (power - 1) if power != 1 else -torch.ones_like(value)
-            if sot:
-                factor = factor * union
-            grad = d_value * factor.unsqueeze(-1)
-            ctx.save_for_backward(grad)
-            ctx.pred_dtype = pred.dtype
-            ctx.pred_shape = pred.shape
+        if not ctx.needs_input_grad[0]:
+            return loss
+        # Eq. 33-36, dI_e/d(x1_p, y1_p, x2_p, y2_p), with corners measured from (x0, y0):
+        #   x1_p: [x1_p >= x1_t] (y_min - y_max        if x1 <= x2 else 2 y0 - y_max - y1)
+        #   x2_p: [x2_p <= x2_t] (y2 - y1              if x1 <= x2 else y2 + y_min - 2 y0)
+        # i.e. -dy_max + (dy_min | -dy1) and dy2 + (-dy1 | dy_min); y likewise.
+        overlap_x, overlap_y = g.dx1 <= g.dx2, g.dy1 <= g.dy2
+        neg_dy1, neg_dx1 = g.dy1.neg(), g.dx1.neg()
+        d_x1 = torch.where(overlap_x, g.dy_min, neg_dy1).sub_(g.dy_max).mul_(c.px1 >= c.tx1)
+        d_y1 = torch.where(overlap_y, g.dx_min, neg_dx1).sub_(g.dx_max).mul_(c.py1 >= c.ty1)
+        d_x2 = torch.where(overlap_x, neg_dy1, g.dy_min).add_(g.dy2).mul_(c.px2 <= c.tx2)
+        d_y2 = torch.where(overlap_y, neg_dx1, g.dx_min).add_(g.dx2).mul_(c.py2 <= c.ty2)
+        # Eq. 37-40: dU_e = dS_p - dI_e with S_p = max(w_p, 0) max(h_p, 0), so
+        # dS_p = (-h, -w, h, w) where the box is not inverted along that axis.
+        wp, hp, _, _ = metrics._sizes(c)
+        hp.mul_(c.px2 >= c.px1)
+        wp.mul_(c.py2 >= c.py1)
+        # Eq. 41-44 and the chain rule: dL/dz = f'(E) (dI - E dU) / U_e
+        #   = f'(E) / U_e * (dI (1 + E) - E dS), with f'(E) = -power (1 - E)^(power - 1),
+        # times U_e under SOT (Eq. 28).
+        if power == 1:
+            scale = union_eps.reciprocal().neg_()
+        else:
+            scale = one_minus.pow(power - 1).mul_(-power).div_(union_eps)
+        if sot:
+            scale.mul_(union)
+        one_plus = value + 1
+        hp.mul_(value)
+        wp.mul_(value)
+        grad = value.new_empty((*value.shape, 4))
+        torch.mul(d_x1.mul_(one_plus).add_(hp), scale, out=grad[..., 0])
+        torch.mul(d_y1.mul_(one_plus).add_(wp), scale, out=grad[..., 1])
+        torch.mul(d_x2.mul_(one_plus).sub_(hp), scale, out=grad[..., 2])
+        torch.mul(d_y2.mul_(one_plus).sub_(wp), scale, out=grad[..., 3])
+        ctx.save_for_backward(grad)
+        ctx.pred_dtype = pred.dtype
+        ctx.pred_shape = pred.shape
         return loss
 
     @staticmethod
@@ -463,5 +466,5 @@ class _PaperEIoULoss(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
         (grad,) = ctx.saved_tensors
-        grad_pred = (grad_output.unsqueeze(-1) * grad).sum_to_size(ctx.pred_shape)
+        grad_pred = (grad * grad_output.unsqueeze(-1)).sum_to_size(ctx.pred_shape)
         return grad_pred.to(ctx.pred_dtype), None, None, None, None
