@@ -48,7 +48,9 @@ def test_eiou_equals_iou_when_overlapping_and_is_negative_when_apart(pair):
     assert torch.allclose(parts.union[overlapping], union[overlapping], rtol=1e-9, atol=1e-9)
     assert (parts.value <= 1).all() and (parts.value > -1).all()
     assert (parts.union >= 0).all()
-    apart = (eiou.iou(pred, target, eps=0.0) == 0) & (parts.intersection != 0)
+    gap_x = torch.maximum(pred[:, 0], target[:, 0]) - torch.minimum(pred[:, 2], target[:, 2])
+    gap_y = torch.maximum(pred[:, 1], target[:, 1]) - torch.minimum(pred[:, 3], target[:, 3])
+    apart = (gap_x > 1e-6) | (gap_y > 1e-6)  # strictly separated, not merely touching
     assert (parts.value[apart] < 0).all()
 
 
