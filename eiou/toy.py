@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_ITERATIONS",
     "DEFAULT_LR",
     "DEFAULT_TOLERANCE",
+    "OUTPUT_FILES",
     "descend",
     "fig3_giou_counter_example",
     "fig4_surfaces",
@@ -48,6 +49,17 @@ DEFAULT_LR = 0.1
 DEFAULT_ITERATIONS = 200
 DEFAULT_TOLERANCE = 1e-3
 SWEEP_LRS = tuple(float(v) for v in np.logspace(-3, 0, 13))
+
+#: What ``eiou toy --out-dir DIR`` writes: one CSV per figure, the sweep, the settings used.
+OUTPUT_FILES = (
+    "fig3.csv",
+    "fig4_surface.csv",
+    "fig4c_descent.csv",
+    "fig5a.csv",
+    "fig5b.csv",
+    "lr_sweep.csv",
+    "settings.json",
+)
 
 FIG5A = (("small", 1.0, 0.5), ("medium", 2.0, 1.0), ("large", 4.0, 2.0))  # (size, s, start)
 FIG5B = (("small", 1.0, 0.5), ("medium", 1.0, 2.0), ("large", 1.0, 4.0))

@@ -11,17 +11,6 @@ from eiou import io, toy
 
 HELP = "Run the paper's toy experiments (Figs. 3, 4, 5 and an lr sweep) and write CSVs."
 
-OUTPUTS = (
-    "fig3.csv",
-    "fig4_surface.csv",
-    "fig4c_descent.csv",
-    "fig5a.csv",
-    "fig5b.csv",
-    "lr_sweep.csv",
-    "settings.json",
-)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", type=Path, required=True, help="folder for the CSVs")
     parser.add_argument(
@@ -63,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         "fig5b.csv": lambda: toy.fig5_descent("b", args.lr, args.iterations),
         "lr_sweep.csv": lambda: toy.lr_sweep(args.sweep_lrs, args.iterations, args.tolerance),
     }
+    assert [*jobs, "settings.json"] == list(toy.OUTPUT_FILES)
     for name, job in tqdm(jobs.items(), desc="toy experiments", unit="figure"):
         io.write_text(out / name, job().to_csv(index=False))
     io.write_json(
