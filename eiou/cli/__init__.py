@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-VERBS: tuple[str, ...] = ("toy",)
+VERBS: tuple[str, ...] = ("toy", "data", "evaluate")
 
 
 def _load(verb: str):

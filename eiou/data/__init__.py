@@ -1,0 +1,158 @@
+"""Datasets: generated shapes, PASCAL VOC and COCO, all read as COCO JSON plus images.
+
+:func:`build_dataset` is the one entry point. Items are ``(image, target)``: ``image`` float32
+``(3, H, W)`` in ``[0, 1]``; ``target`` has ``boxes`` float32 ``(N, 4)`` xyxy pixels,
+``labels`` int64 ``(N,)`` in ``1..K`` (0 is the background) and ``image_id`` (int). The
+dataset exposes ``.coco`` (``pycocotools.coco.COCO`` of the split's ground truth),
+``.label_to_category_id`` and ``.class_names`` (index = label - 1), and ``.stats`` (what
+loading skipped or clipped).
+
+Data config keys (``data_cfg``, the ``data`` section of a run spec):
+
+``kind``
+    ``synthetic``, ``voc`` or ``coco``.
+``root``
+    synthetic: folder the images are generated into; voc: the ``VOCdevkit`` folder or its
+    parent; coco: the folder holding ``annotations/`` and ``train2017/`` etc.
+``annotations``
+    folder of the prepared ``<split>.json`` files (``eiou data`` writes them); default
+    ``root``. Synthetic and VOC splits missing there are generated / converted on first use.
+``train_splits``, ``test_split``
+    what the split names ``"train"`` and ``"test"`` stand for (a list is merged into one
+    dataset, e.g. VOC07+12 trainval). Any concrete split name may also be passed.
+``horizontal_flip``
+    flip training images with probability 0.5 (default true).
+synthetic: ``seed``, ``num_<split>``, ``image_size``, ``num_classes``, ``max_objects``
+    see :mod:`eiou.data.synthetic`.
+voc: ``use_difficult``
+    default false: difficult objects are ignore regions (see :mod:`eiou.data.voc`).
+coco: split names
+    ``train2017``, ``val2017``, ``test-dev2017`` (no ground truth), ``test2017``.
+
+Other keys (``name``, ``has_ground_truth``, ...) are ignored here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eiou.data import coco as _coco
+from eiou.data import synthetic as _synthetic
+from eiou.data import voc as _voc
+from eiou.data.coco import CocoDetection, DatasetError, load_coco, merge_coco
+from eiou.data.validate import ValidationReport, validate_coco, validate_dataset
+
+__all__ = [
+    "KINDS",
+    "CocoDetection",
+    "DatasetError",
+    "ValidationReport",
+    "build_dataset",
+    "collate_fn",
+    "resolve_splits",
+    "split_sources",
+    "validate_coco",
+    "validate_dataset",
+]
+
+log = logging.getLogger(__name__)
+
+KINDS: tuple[str, ...] = ("synthetic", "voc", "coco")
+
+
+def resolve_splits(data_cfg: Mapping[str, Any], split: str | Sequence[str]) -> list[str]:
+    """Concrete split names: ``"train"`` -> ``train_splits``, ``"test"`` -> ``test_split``
+    when the config defines them and they differ; a list is taken as given."""
+    if not isinstance(split, str):
+        return [str(s) for s in split]
+    train_splits = list(data_cfg.get("train_splits") or [])
+    if split == "train" and train_splits:
+        return [str(s) for s in train_splits]
+    if split == "test" and data_cfg.get("test_split"):
+        return [str(data_cfg["test_split"])]
+    return [split]
+
+
+def _annotations_dir(data_cfg: Mapping[str, Any]) -> Path:
+    return Path(data_cfg.get("annotations") or data_cfg["root"])
+
+
+def split_sources(
+    data_cfg: Mapping[str, Any], split: str
+) -> tuple[dict[str, Any], dict[int, Path]]:
+    """``(COCO dict, image id -> image file)`` of one concrete split, preparing it if needed
+    (synthetic: generate; voc: convert)."""
+    kind = data_cfg.get("kind")
+    if "root" not in data_cfg:
+        raise DatasetError("data config has no 'root'")
+    root = Path(data_cfg["root"])
+    ann_dir = _annotations_dir(data_cfg)
+    json_path = ann_dir / f"{split}.json"
+    if kind == "synthetic":
+        num = int(data_cfg.get(f"num_{split}", _synthetic.default_split_size(split)))
+        options = {k: data_cfg[k] for k in _synthetic.DEFAULT_OPTIONS if k in data_cfg}
+        if not _synthetic.is_complete(root, split, num, options, ann_dir):
+            log.info("generating synthetic split %s under %s", split, root)
+            _synthetic.generate(root, {split: num}, options, out_dir=ann_dir, progress=False)
+        image_dir = root / split
+    elif kind == "voc":
+        use_difficult = _as_bool(data_cfg.get("use_difficult", False))
+        _voc.convert_voc(root, ann_dir, [split], use_difficult=use_difficult, progress=False)
+        image_dir = _voc.find_devkit(root)
+    elif kind == "coco":
+        raw_json, image_dir = _coco.coco_split_paths(root, split)
+        if not json_path.is_file():
+            json_path = raw_json
+    else:
+        raise DatasetError(f"unknown dataset kind {kind!r}; expected one of {', '.join(KINDS)}")
+    data = _coco.read_json(json_path)
+    return data, _coco.image_paths_for(data, image_dir)
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        if value.lower() in ("true", "1", "yes"):
+            return True
+        if value.lower() in ("false", "0", "no"):
+            return False
+        raise DatasetError(f"not a boolean: {value!r}")
+    return bool(value)
+
+
+def build_dataset(
+    data_cfg: Mapping[str, Any], split: str | Sequence[str], train: bool
+) -> CocoDetection:
+    """The dataset of ``split`` (see the module docstring for ``data_cfg`` and the items).
+
+    With ``train``: images without (non-crowd) boxes are skipped and counted in ``.stats``,
+    and horizontal flips are applied when ``horizontal_flip`` is on.
+    """
+    names = resolve_splits(data_cfg, split)
+    parts, image_paths = [], {}
+    for name in names:
+        data, paths = split_sources(data_cfg, name)
+        parts.append(data)
+        image_paths.update(paths)
+    data = parts[0] if len(parts) == 1 else merge_coco(parts, names)
+    dataset = CocoDetection(
+        load_coco(data),
+        image_paths,
+        train=train,
+        horizontal_flip=_as_bool(data_cfg.get("horizontal_flip", True)),
+    )
+    dataset.split_names = names
+    return dataset
+
+
+def collate_fn(
+    batch: Sequence[tuple[torch.Tensor, dict[str, Any]]],
+) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    """DataLoader collate: images and targets as two lists (sizes may differ)."""
+    images = [item[0] for item in batch]
+    targets = [item[1] for item in batch]
+    return images, targets

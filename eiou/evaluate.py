@@ -1,0 +1,294 @@
+"""COCO-protocol evaluation (pycocotools), metrics files with provenance, server results.
+
+Metrics are fractions in ``[0, 1]`` (pycocotools' convention; ``"units": "fraction"``).
+A value is ``None`` where pycocotools has nothing to average (``-1``: no ground truth of
+that class or area range).
+
+- ``AP``: mean over IoU 0.50:0.05:0.95; ``AP50``, ``AP75``; ``APs/m/l`` by area;
+  ``AR1/10/100`` by detections per image; ``ARs/m/l`` (100 detections): pycocotools' own
+  twelve summaries.
+- ``AP90``: AP at the single IoU threshold 0.90 (area all, 100 detections), read from
+  ``COCOeval.eval["precision"]`` the way pycocotools computes AP50 and AP75.
+- ``ap_per_iou``, ``recall_per_iou``: AP and recall (averaged over classes, area all, 100
+  detections) at each threshold in ``iou_thresholds`` (the paper's Fig 7 is recall).
+- ``per_class_AP``: class name -> AP (area all, 100 detections).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as _dt
+import io as _io
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from eiou.io import write_json
+
+__all__ = [
+    "IOU_THRESHOLDS",
+    "SUMMARY_KEYS",
+    "evaluate_predictions",
+    "load_ground_truth",
+    "load_predictions",
+    "provenance",
+    "results_file_name",
+    "write_coco_results",
+    "write_metrics",
+]
+
+log = logging.getLogger(__name__)
+
+#: pycocotools' IoU thresholds 0.50, 0.55, ..., 0.95.
+IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+#: The order of ``COCOeval.stats``.
+SUMMARY_KEYS: tuple[str, ...] = (
+    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+)  # fmt: skip
+_PROVENANCE_PACKAGES = ("torch", "torchvision", "pycocotools", "numpy", "eiou")
+
+
+@contextlib.contextmanager
+def _quiet(what: str):
+    """Route pycocotools' prints to the logger (DEBUG)."""
+    buffer = _io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield
+    text = buffer.getvalue().strip()
+    if text:
+        log.debug("pycocotools %s:\n%s", what, text)
+
+
+def load_ground_truth(source: str | os.PathLike[str] | Mapping[str, Any] | COCO) -> COCO:
+    """A ``COCO`` object from a JSON path, a parsed dict or a ``COCO`` (returned as is)."""
+    if isinstance(source, COCO):
+        return source
+    if isinstance(source, Mapping):
+        data = copy.deepcopy(dict(source))
+    else:
+        with open(source, encoding="utf-8") as handle:
+            data = json.load(handle)
+    coco = COCO()
+    coco.dataset = data
+    with _quiet("index"):
+        coco.createIndex()
+    return coco
+
+
+def load_predictions(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """A COCO results file: a list of ``{image_id, category_id, bbox [x, y, w, h], score}``."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of detections")
+    return data
+
+
+def _check_predictions(coco_gt: COCO, predictions: Sequence[Mapping[str, Any]]) -> None:
+    images, categories = set(coco_gt.getImgIds()), set(coco_gt.getCatIds())
+    bad_images = {p["image_id"] for p in predictions} - images
+    bad_cats = {p["category_id"] for p in predictions} - categories
+    problems = []
+    if bad_images:
+        problems.append(
+            f"{len(bad_images)} image ids not in the ground truth, e.g. {sorted(bad_images)[:5]}"
+        )
+    if bad_cats:
+        problems.append(f"category ids not in the ground truth: {sorted(bad_cats)[:10]}")
+    for p in predictions:
+        if len(p.get("bbox", ())) != 4 or "score" not in p:
+            problems.append(f"detection without a 4-number bbox and a score: {dict(p)}")
+            break
+    if problems:
+        raise ValueError("predictions do not match the ground truth: " + "; ".join(problems))
+
+
+def _mean_valid(values: np.ndarray) -> float | None:
+    """pycocotools' average: the mean over entries > -1, None if there are none."""
+    valid = values[values > -1]
+    return float(np.mean(valid)) if valid.size else None
+
+
+def evaluate_predictions(
+    coco_gt: COCO | str | os.PathLike[str] | Mapping[str, Any],
+    predictions: Sequence[Mapping[str, Any]] | str | os.PathLike[str],
+) -> dict[str, Any]:
+    """COCO bbox evaluation of ``predictions`` (COCO results format, ``bbox`` xywh pixels).
+
+    Returns the metrics described in the module docstring plus ``num_images``,
+    ``num_predictions`` and ``iou_thresholds``. Empty predictions give zeros (no crash).
+    """
+    gt = load_ground_truth(coco_gt)
+    if not gt.dataset.get("annotations"):
+        raise ValueError(
+            "the ground truth has no annotations (a test-dev split?): nothing to evaluate; "
+            "write a server results file with write_coco_results instead"
+        )
+    preds = (
+        predictions
+        if not isinstance(predictions, (str, os.PathLike))
+        else (load_predictions(predictions))
+    )
+    preds = [dict(p) for p in preds]
+    _check_predictions(gt, preds)
+    with _quiet("evaluate"):
+        if preds:
+            dt = gt.loadRes(preds)
+        else:  # loadRes cannot take an empty list; an empty result set evaluates to zeros
+            dt = COCO()
+            dt.dataset = {
+                "images": gt.dataset["images"],
+                "categories": gt.dataset["categories"],
+                "annotations": [],
+            }
+            dt.createIndex()
+        evaluator = COCOeval(gt, dt, iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return _collect(evaluator, gt, len(preds))
+
+
+def _collect(evaluator: COCOeval, gt: COCO, num_predictions: int) -> dict[str, Any]:
+    params = evaluator.params
+    precision = evaluator.eval["precision"]  # (T, R, K, A, M)
+    recall = evaluator.eval["recall"]  # (T, K, A, M)
+    area_all = list(params.areaRngLbl).index("all")
+    max_dets = list(params.maxDets).index(100)
+    thresholds = [round(float(t), 2) for t in params.iouThrs]
+    metrics: dict[str, Any] = {
+        key: (None if value < 0 else float(value))
+        for key, value in zip(SUMMARY_KEYS, evaluator.stats, strict=True)
+    }
+    t90 = thresholds.index(0.9)
+    metrics["AP90"] = _mean_valid(precision[t90, :, :, area_all, max_dets])
+    metrics["iou_thresholds"] = thresholds
+    metrics["ap_per_iou"] = [
+        _mean_valid(precision[t, :, :, area_all, max_dets]) for t in range(len(thresholds))
+    ]
+    metrics["recall_per_iou"] = [
+        _mean_valid(recall[t, :, area_all, max_dets]) for t in range(len(thresholds))
+    ]
+    names = {c["id"]: c["name"] for c in gt.dataset["categories"]}
+    metrics["per_class_AP"] = {
+        names[cat]: _mean_valid(precision[:, :, k, area_all, max_dets])
+        for k, cat in enumerate(params.catIds)
+    }
+    metrics["num_images"] = len(params.imgIds)
+    metrics["num_predictions"] = int(num_predictions)
+    metrics["units"] = "fraction"
+    ordered = {k: metrics[k] for k in ("AP", "AP50", "AP75", "AP90")}
+    ordered.update({k: v for k, v in metrics.items() if k not in ordered})
+    return ordered
+
+
+def write_metrics(
+    path: str | os.PathLike[str], metrics: Mapping[str, Any], provenance: Mapping[str, Any]
+) -> None:
+    """Write ``{**metrics, "provenance": provenance}`` as JSON, atomically."""
+    write_json(path, {**dict(metrics), "provenance": dict(provenance)})
+
+
+def _git_commit() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout holding this package; (None, None) outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None, None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here, capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+        return commit.stdout.strip() or None, dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        module = sys.modules.get(package)
+        return getattr(module, "__version__", None) if module else None
+
+
+def provenance(run_config: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """Where a result came from: git commit (None outside a checkout) and whether the
+    tree had uncommitted changes, package versions, platform (no host name), UTC time, and
+    from ``run_config`` (a run spec) its ``run_id``, seed, box loss (with its gradient
+    mode), IoU head and scoring mode; ``extra`` keys are added as given (they win)."""
+    run_config = dict(run_config or {})
+    commit, dirty = _git_commit()
+    train = run_config.get("train") or {}
+    box_loss = run_config.get("box_loss") or {}
+    record: dict[str, Any] = {
+        "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "versions": {
+            "python": platform.python_version(),
+            **{name: _version(name) for name in _PROVENANCE_PACKAGES},
+        },
+        "platform": {
+            "system": platform.system(),
+            "release": platform.release(),
+            "machine": platform.machine(),
+            "python_implementation": platform.python_implementation(),
+        },
+        "run_id": run_config.get("run_id"),
+        "seed": train.get("seed", run_config.get("seed")),
+        "box_loss": box_loss.get("name"),
+        "gradient_mode": box_loss.get("gradient"),
+        "iou_head": run_config.get("iou_head"),
+        "scoring": run_config.get("scoring"),
+        "dataset": (run_config.get("data") or {}).get("name"),
+    }
+    record.update(extra)
+    return record
+
+
+def results_file_name(algorithm: str, split: str = "test-dev2017") -> str:
+    """The COCO server's file name: ``detections_<split>_<algorithm>_results.json``.
+
+    Characters of ``algorithm`` other than letters, digits and ``-`` become ``-`` (the server
+    splits the name at ``_``)."""
+    clean = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in algorithm)
+    return f"detections_{split}_{clean}_results.json"
+
+
+def write_coco_results(
+    path: str | os.PathLike[str], predictions: Sequence[Mapping[str, Any]], decimals: int = 2
+) -> None:
+    """Write detections in the COCO evaluation server's format, atomically.
+
+    The server expects ``detections_test-dev2017_<alg>_results.json`` (see
+    :func:`results_file_name`) zipped on its own: a list of ``{"image_id", "category_id",
+    "bbox": [x, y, w, h], "score"}`` with the box rounded to ``decimals`` and the score to 3
+    decimals.
+    """
+    rows = [
+        {
+            "image_id": int(p["image_id"]),
+            "category_id": int(p["category_id"]),
+            "bbox": [round(float(v), decimals) for v in p["bbox"]],
+            "score": round(float(p["score"]), 3),
+        }
+        for p in predictions
+    ]
+    write_json(path, rows, indent=None)
