@@ -52,6 +52,8 @@ def random_boxes(n: int, generator: torch.Generator, scale: float = 10.0, dtype=
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
+
+
 settings.register_profile(
     "thorough", deadline=None, max_examples=2000, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -18,8 +18,9 @@ def test_standard_coder_matches_torchvision(generator):
     theirs = TorchvisionBoxCoder(weights)
     offsets = ours.encode(boxes, anchors)
     assert torch.allclose(offsets, theirs.encode_single(boxes, anchors), atol=1e-10)
-    assert torch.allclose(ours.decode(offsets, anchors),
-                          theirs.decode_single(offsets, anchors), atol=1e-9)
+    assert torch.allclose(
+        ours.decode(offsets, anchors), theirs.decode_single(offsets, anchors), atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("name", ["standard", "sqrt_area"])

@@ -22,8 +22,12 @@ def test_kl_matches_definition_and_is_nonnegative(pairs):
     # q log(q / q_p) + (1 - q) log((1 - q) / (1 - q_p)) with log q_p = -softplus(-x) and
     # log(1 - q_p) = -softplus(x), stable for large |x|.
     softplus = torch.nn.functional.softplus
-    expected = (torch.xlogy(q_g, q_g) + q_g * softplus(-logits)
-                + torch.xlogy(1 - q_g, 1 - q_g) + (1 - q_g) * softplus(logits))
+    expected = (
+        torch.xlogy(q_g, q_g)
+        + q_g * softplus(-logits)
+        + torch.xlogy(1 - q_g, 1 - q_g)
+        + (1 - q_g) * softplus(logits)
+    )
     got = iou_head_loss(logits, q_g, reduction="none")
     assert torch.allclose(got, expected, rtol=1e-9, atol=1e-9)
     assert (got > -1e-9).all()

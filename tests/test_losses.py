@@ -60,11 +60,14 @@ def test_reductions_weights_and_avg_factor(generator):
     assert torch.allclose(loss(pred, target, reduction="none"), per_pair)
     assert torch.allclose(loss(pred, target), per_pair.mean())
     assert torch.allclose(loss(pred, target, reduction="sum"), per_pair.sum())
-    assert torch.allclose(loss(pred, target, weight=weight, avg_factor=4.0),
-                          (per_pair * weight).sum() / 4.0)
+    assert torch.allclose(
+        loss(pred, target, weight=weight, avg_factor=4.0), (per_pair * weight).sum() / 4.0
+    )
     weight4 = weight[:, None].expand(10, 4)
-    assert torch.allclose(loss(pred, target, weight=weight4, reduction="sum"),
-                          loss(pred, target, weight=weight, reduction="sum"))
+    assert torch.allclose(
+        loss(pred, target, weight=weight4, reduction="sum"),
+        loss(pred, target, weight=weight, reduction="sum"),
+    )
     with pytest.raises(ValueError, match="reduction"):
         loss(pred, target, reduction="avg")
 
@@ -173,11 +176,13 @@ def test_paper_gradient_is_the_exact_derivative_where_it_applies(generator):
     keep = ~_appendix_disagreement(pred, target)
     pred, target = pred[keep][:50], target[keep][:50]
     loss = losses.get("eiou", power=2, gradient="paper", reduction="none")
-    assert torch.autograd.gradcheck(lambda p: loss(p, target), (pred.requires_grad_(),),
-                                    eps=1e-7, atol=1e-5)
+    assert torch.autograd.gradcheck(
+        lambda p: loss(p, target), (pred.requires_grad_(),), eps=1e-7, atol=1e-5
+    )
     autograd_loss = losses.get("eiou", power=2, reduction="none")
-    assert torch.autograd.gradcheck(lambda p: autograd_loss(p, target),
-                                    (pred.detach().requires_grad_(),), eps=1e-7, atol=1e-5)
+    assert torch.autograd.gradcheck(
+        lambda p: autograd_loss(p, target), (pred.detach().requires_grad_(),), eps=1e-7, atol=1e-5
+    )
 
 
 def test_baseline_gradients_match_torchvision(generator):
@@ -185,8 +190,11 @@ def test_baseline_gradients_match_torchvision(generator):
     import torchvision.ops as tvo
 
     pred, target = random_boxes(64, generator), random_boxes(64, generator)
-    pairs = [("giou", tvo.generalized_box_iou_loss), ("diou", tvo.distance_box_iou_loss),
-             ("ciou", tvo.complete_box_iou_loss)]
+    pairs = [
+        ("giou", tvo.generalized_box_iou_loss),
+        ("diou", tvo.distance_box_iou_loss),
+        ("ciou", tvo.complete_box_iou_loss),
+    ]
     for name, reference in pairs:
         ours, theirs = pred.clone().requires_grad_(), pred.clone().requires_grad_()
         losses.get(name, reduction="sum")(ours, target).backward()
@@ -198,8 +206,9 @@ def test_baseline_gradients_match_torchvision(generator):
 def test_baseline_gradients_match_finite_differences(name, generator):
     pred, target = random_boxes(40, generator), random_boxes(40, generator)
     loss = losses.get(name, power=2, reduction="none")
-    assert torch.autograd.gradcheck(lambda p: loss(p, target), (pred.requires_grad_(),),
-                                    eps=1e-7, atol=1e-5)
+    assert torch.autograd.gradcheck(
+        lambda p: loss(p, target), (pred.requires_grad_(),), eps=1e-7, atol=1e-5
+    )
 
 
 def _all_variants():
@@ -235,7 +244,8 @@ def test_half_precision_inputs(dtype, generator):
         p = pred.to(dtype).clone().requires_grad_()
         value = losses.get(name, reduction="none", **options)(p, target.to(dtype))
         reference = losses.get(name, reduction="none", **options)(
-            pred.to(dtype).double(), target.to(dtype).double())
+            pred.to(dtype).double(), target.to(dtype).double()
+        )
         assert value.dtype == torch.float32
         assert torch.allclose(value.double(), reference, rtol=1e-4, atol=1e-4), (name, options)
         value.sum().backward()

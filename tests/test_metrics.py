@@ -22,12 +22,15 @@ def _t(*boxes: tuple[float, ...]) -> torch.Tensor:
 @given(box_pairs(min_size=1e-2, max_size=1e3))
 def test_giou_diou_ciou_match_torchvision(pair):
     pred, target = pair
-    assert torch.allclose(1 - eiou.giou(pred, target), tvo.generalized_box_iou_loss(pred, target),
-                          rtol=0, atol=1e-6)
-    assert torch.allclose(1 - eiou.diou(pred, target), tvo.distance_box_iou_loss(pred, target),
-                          rtol=0, atol=1e-6)
-    assert torch.allclose(1 - eiou.ciou(pred, target), tvo.complete_box_iou_loss(pred, target),
-                          rtol=0, atol=1e-6)
+    assert torch.allclose(
+        1 - eiou.giou(pred, target), tvo.generalized_box_iou_loss(pred, target), rtol=0, atol=1e-6
+    )
+    assert torch.allclose(
+        1 - eiou.diou(pred, target), tvo.distance_box_iou_loss(pred, target), rtol=0, atol=1e-6
+    )
+    assert torch.allclose(
+        1 - eiou.ciou(pred, target), tvo.complete_box_iou_loss(pred, target), rtol=0, atol=1e-6
+    )
 
 
 @given(box_pairs(min_size=1e-2, max_size=1e3))

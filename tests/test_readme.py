@@ -37,6 +37,11 @@ def test_ci_runs_the_readme_test_command():
 
 @pytest.mark.parametrize("verb", ["toy"])
 def test_cli_help(verb):
-    out = subprocess.run([sys.executable, "-m", "eiou.cli", verb, "--help"],
-                         capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "eiou.cli", verb, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     assert "usage: eiou" in out.stdout

@@ -14,8 +14,12 @@ def _detections(n: int, seed: int, classes: int = 3):
     centers = torch.rand(n, 2, generator=g) * 60
     sizes = torch.rand(n, 2, generator=g) * 20 + 5
     boxes = torch.cat([centers, centers + sizes], -1)
-    return (boxes, torch.rand(n, generator=g), torch.randint(0, classes, (n,), generator=g),
-            torch.rand(n, generator=g))
+    return (
+        boxes,
+        torch.rand(n, generator=g),
+        torch.randint(0, classes, (n,), generator=g),
+        torch.rand(n, generator=g),
+    )
 
 
 def _iou_guided_reference(boxes, cls_scores, labels, ious, threshold):
@@ -56,8 +60,10 @@ def test_pointwise_methods_match_batched_nms():
     keep, scores = nms_with_scoring(boxes, cls_scores, labels, None, "cls", 0.5)
     assert torch.equal(keep, tvo.batched_nms(boxes, cls_scores, labels, 0.5))
     assert torch.equal(scores, cls_scores[keep])
-    for method, expected in [("cls_x_iou", cls_scores * ious),
-                             ("sqrt_cls_x_iou", (cls_scores * ious).sqrt())]:
+    for method, expected in [
+        ("cls_x_iou", cls_scores * ious),
+        ("sqrt_cls_x_iou", (cls_scores * ious).sqrt()),
+    ]:
         keep, scores = nms_with_scoring(boxes, cls_scores, labels, ious, method, 0.5)
         assert torch.equal(keep, tvo.batched_nms(boxes, expected, labels, 0.5))
         assert torch.allclose(scores, expected[keep])
@@ -67,8 +73,9 @@ def test_pointwise_methods_match_batched_nms():
 def test_empty_and_errors():
     empty = torch.zeros(0, 4)
     for method in SCORING_METHODS:
-        keep, scores = nms_with_scoring(empty, torch.zeros(0), torch.zeros(0, dtype=torch.int64),
-                                        torch.zeros(0), method)
+        keep, scores = nms_with_scoring(
+            empty, torch.zeros(0), torch.zeros(0, dtype=torch.int64), torch.zeros(0), method
+        )
         assert keep.numel() == 0 and scores.numel() == 0
     with pytest.raises(ValueError, match="needs predicted IoUs"):
         rescore(torch.ones(2), None, "cls_x_iou")

@@ -40,8 +40,15 @@ def test_one_sot_step_is_eq28_by_hand():
     dL/dx = -2 (1 - xy) y and the SOT update (times U_e = 1) gives x + lr 2 (1 - xy) y."""
     lr = 0.1
     for gradient in ("autograd", "paper"):
-        frame = toy.descend((0, 0, 0.5, 0.5), (0, 0, 1, 1), power=2, sot=True, lr=lr,
-                            iterations=1, gradient=gradient)
+        frame = toy.descend(
+            (0, 0, 0.5, 0.5),
+            (0, 0, 1, 1),
+            power=2,
+            sot=True,
+            lr=lr,
+            iterations=1,
+            gradient=gradient,
+        )
         expected = 0.5 + lr * 2 * (1 - 0.25) * 0.5
         assert frame.loc[1, "x2"] == pytest.approx(expected, rel=1e-12)
         assert frame.loc[1, "y2"] == pytest.approx(expected, rel=1e-12)
@@ -52,21 +59,28 @@ def test_sot_trajectory_scales_with_box_size():
     """NOTES: with SOT, scaling target and start by s scales the whole trajectory by s."""
     base = toy.descend((0, 0, 0.5, 0.5), (0, 0, 1, 1), power=2, sot=True, lr=0.1, iterations=60)
     for s in (3.0, 0.25):
-        scaled = toy.descend((0, 0, 0.5 * s, 0.5 * s), (0, 0, s, s), power=2, sot=True, lr=0.1,
-                             iterations=60)
-        assert np.allclose(scaled[["x2", "y2"]].to_numpy() / s, base[["x2", "y2"]].to_numpy(),
-                           rtol=1e-12, atol=1e-12)
-        no_sot = toy.descend((0, 0, 0.5 * s, 0.5 * s), (0, 0, s, s), power=2, sot=False,
-                             lr=0.1, iterations=60)
-        assert not np.allclose(no_sot[["x2", "y2"]].to_numpy() / s, base[["x2", "y2"]].to_numpy(),
-                               rtol=1e-3)
+        scaled = toy.descend(
+            (0, 0, 0.5 * s, 0.5 * s), (0, 0, s, s), power=2, sot=True, lr=0.1, iterations=60
+        )
+        assert np.allclose(
+            scaled[["x2", "y2"]].to_numpy() / s,
+            base[["x2", "y2"]].to_numpy(),
+            rtol=1e-12,
+            atol=1e-12,
+        )
+        no_sot = toy.descend(
+            (0, 0, 0.5 * s, 0.5 * s), (0, 0, s, s), power=2, sot=False, lr=0.1, iterations=60
+        )
+        assert not np.allclose(
+            no_sot[["x2", "y2"]].to_numpy() / s, base[["x2", "y2"]].to_numpy(), rtol=1e-3
+        )
 
 
 def test_iterations_to_converge():
     frame = toy.descend((0, 0, 0.5, 0.5), (0, 0, 1, 1), power=2, sot=True, iterations=100)
     k = toy.iterations_to_converge(frame, 1e-3)
     assert math.isfinite(k)
-    assert frame.loc[int(k):, "distance"].max() < 1e-3
+    assert frame.loc[int(k) :, "distance"].max() < 1e-3
     assert frame.loc[int(k) - 1, "distance"] >= 1e-3
 
 

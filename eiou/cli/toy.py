@@ -11,6 +11,7 @@ from eiou import io, toy
 
 HELP = "Run the paper's toy experiments (Figs. 3, 4, 5 and an lr sweep) and write CSVs."
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", type=Path, required=True, help="folder for the CSVs")
     parser.add_argument(
