@@ -1,0 +1,219 @@
+"""The faster_coco_eval backend gives the pycocotools backend's numbers (to 1e-12), on
+generated cases with about 100 detections per image (more than pycocotools' 100 in one),
+several classes, all three area ranges, crowd regions, tied scores, an image without
+detections and a class without ground truth.
+
+Not always bit for bit: pycocotools' precision is ``tp / (tp + fp + np.spacing(1))``,
+faster_coco_eval's C++ ``tp / (tp + fp)``, so a precision of 1 can be 1 - 2.2e-16 in one and
+1.0 in the other, and averages differ in their last bits (seen: up to 3e-17). Matching,
+recall and the PR curves' shape are the same."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eiou import evaluate
+from eiou.cli import main
+
+pytest.importorskip("faster_coco_eval")
+
+TOLERANCE = 1e-12  # last-bit differences only (see the module docstring)
+SIZE = 640
+
+
+def _case(
+    seed: int,
+    num_images: int = 12,
+    num_classes: int = 5,
+    max_objects: int = 12,
+    copies: int = 4,
+    false_positives: int = 40,
+    crowd_rate: float = 0.1,
+    score_decimals: int | None = None,
+) -> tuple[dict, list[dict]]:
+    """(ground truth, predictions): log-uniform box sizes (small, medium and large),
+    ``copies`` noisy detections per object, false positives; the last image has no
+    detections and the last class no ground truth."""
+    rng = np.random.default_rng(seed)
+    images = [
+        {"id": i, "file_name": f"{i}.png", "width": SIZE, "height": SIZE}
+        for i in range(1, num_images + 1)
+    ]
+    categories = [{"id": c, "name": f"class{c}"} for c in range(1, num_classes + 1)]
+    anns: list[dict] = []
+    for image in images:
+        for _ in range(int(rng.integers(0, max_objects + 1))):
+            w, h = np.exp(rng.uniform(np.log(4), np.log(400), 2))
+            x, y = rng.uniform(0, SIZE - w), rng.uniform(0, SIZE - h)
+            crowd = int(rng.uniform() < crowd_rate)
+            anns.append({"id": len(anns) + 1, "image_id": image["id"],
+                         "category_id": int(rng.integers(1, num_classes)),
+                         "bbox": [float(x), float(y), float(w), float(h)],
+                         "area": float(w * h), "iscrowd": crowd})  # fmt: skip
+    preds: list[dict] = []
+
+    def score() -> float:
+        s = float(rng.uniform())
+        return s if score_decimals is None else round(s, score_decimals)
+
+    for ann in anns:
+        if ann["image_id"] == num_images:
+            continue
+        x, y, w, h = ann["bbox"]
+        for _ in range(int(rng.integers(0, copies + 1))):
+            j = rng.normal(0, 0.06, 4) * [w, h, w, h]
+            preds.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
+                          "bbox": [x + j[0], y + j[1], abs(w + j[2]), abs(h + j[3])],
+                          "score": score()})  # fmt: skip
+    for _ in range(false_positives):
+        w, h = np.exp(rng.uniform(np.log(2), np.log(300), 2))
+        preds.append({"image_id": int(rng.integers(1, num_images)),
+                      "category_id": int(rng.integers(1, num_classes + 1)),
+                      "bbox": [float(v) for v in (*rng.uniform(0, SIZE - 300, 2), w, h)],
+                      "score": score()})  # fmt: skip
+    return {"images": images, "annotations": anns, "categories": categories}, preds
+
+
+def _differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Where two result trees differ: structure, non-numbers, or numbers by > TOLERANCE."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if list(a) != list(b):
+            return [f"{path}: keys {list(a)} != {list(b)}"]
+        return [d for k in a for d in _differences(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path}: lengths {len(a)} != {len(b)}"]
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in _differences(x, y, f"{path}[{i}]")
+        ]
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool):
+        ok = math.isfinite(a) and math.isfinite(b) and abs(a - b) <= TOLERANCE
+        return [] if ok else [f"{path}: {a!r} != {b!r}"]
+    return [] if a == b and type(a) is type(b) else [f"{path}: {a!r} != {b!r}"]
+
+
+def _both(gt: dict, preds: list[dict]) -> tuple[dict, dict]:
+    ref = evaluate.evaluate_predictions(gt, preds)
+    fast = evaluate.evaluate_predictions(gt, preds, backend="faster_coco_eval")
+    assert ref.pop("evaluator")["name"] == "pycocotools"
+    assert fast.pop("evaluator")["name"] == "faster_coco_eval"
+    return ref, fast
+
+
+CASES = {
+    "100-per-image": {"seed": 0, "num_images": 10, "max_objects": 24, "copies": 8,
+                      "false_positives": 300},
+    # over 100 detections per image (pycocotools' maxDets cut), many tied scores
+    "crowded-ties": {"seed": 1, "num_images": 6, "max_objects": 30, "copies": 12,
+                     "false_positives": 300, "score_decimals": 1},
+    "crowd-regions": {"seed": 2, "num_images": 20, "num_classes": 3, "max_objects": 4,
+                      "copies": 2, "crowd_rate": 0.3, "score_decimals": 2},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("options", list(CASES.values()), ids=list(CASES))
+def test_backends_give_identical_metrics(options: dict) -> None:
+    gt, preds = _case(**options)
+    per_image = np.bincount([p["image_id"] for p in preds], minlength=len(gt["images"]) + 1)
+    assert per_image[-1] == 0  # an image without detections
+    areas = [a["area"] for a in gt["annotations"]]
+    assert min(areas) < 32**2 < 96**2 < max(areas)
+    assert any(a["iscrowd"] for a in gt["annotations"])
+    ref, fast = _both(gt, preds)
+    assert _differences(ref, fast) == []
+    assert (
+        0 < ref["AP90"] < ref["AP50"] < 1
+        and ref["per_class_AP"][f"class{len(gt['categories'])}"] is None
+    )
+
+
+def test_empty_predictions_and_perfect_predictions_agree() -> None:
+    gt, _ = _case(3, num_images=4)
+    assert _differences(*_both(gt, [])) == []
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+                "score": 0.5} for a in gt["annotations"] if not a["iscrowd"]]  # fmt: skip
+    ref, fast = _both(gt, perfect)
+    assert _differences(ref, fast) == [] and ref["AP"] == pytest.approx(1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    num_images=st.integers(2, 6),
+    num_classes=st.integers(2, 4),
+    copies=st.integers(0, 5),
+    false_positives=st.integers(0, 60),
+    crowd_rate=st.sampled_from([0.0, 0.2, 0.5]),
+    score_decimals=st.sampled_from([None, 1, 2]),
+)
+def test_backends_agree_on_random_cases(**options: Any) -> None:
+    gt, preds = _case(max_objects=8, **options)
+    if not gt["annotations"]:
+        return
+    assert _differences(*_both(gt, preds)) == []
+
+
+def test_result_records_the_evaluator_and_provenance_its_version() -> None:
+    import faster_coco_eval
+
+    gt, preds = _case(4, num_images=3)
+    fast = evaluate.evaluate_predictions(gt, preds, backend="faster_coco_eval")
+    assert fast["evaluator"] == {
+        "name": "faster_coco_eval",
+        "version": faster_coco_eval.__version__,
+    }
+    auto = evaluate.evaluate_predictions(gt, preds, backend="auto")
+    assert auto["evaluator"]["name"] == "faster_coco_eval"
+    ref = evaluate.evaluate_predictions(gt, preds)
+    assert ref["evaluator"]["name"] == "pycocotools" and ref["evaluator"]["version"]
+    assert evaluate.provenance()["versions"]["faster-coco-eval"] == faster_coco_eval.__version__
+    with pytest.raises(ValueError, match="unknown evaluation backend"):
+        evaluate.evaluate_predictions(gt, preds, backend="nope")
+
+
+def test_missing_package_raises_or_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # makes the import fail
+    gt, preds = _case(5, num_images=3)
+    with pytest.raises(ImportError, match=r'pip install "eiou\[fast\]"'):
+        evaluate.evaluate_predictions(gt, preds, backend="faster_coco_eval")
+    auto = evaluate.evaluate_predictions(gt, preds, backend="auto")
+    assert auto["evaluator"]["name"] == "pycocotools"
+    monkeypatch.delitem(sys.modules, "faster_coco_eval")
+    assert "faster-coco-eval" not in evaluate.provenance()["versions"]  # listed only if used
+
+
+def test_cli_backend_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--backend {pycocotools,faster_coco_eval,auto}" in help_text
+    assert "numbers are identical" in help_text
+    gt, preds = _case(6, num_images=3)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(preds))
+    outputs = {}
+    for backend in ("pycocotools", "faster_coco_eval"):
+        out = tmp_path / f"{backend}.json"
+        paths = ["--gt", str(tmp_path / "gt.json"), "--predictions", str(tmp_path / "pred.json")]
+        rc = main(["evaluate", *paths, "--output", str(out), "--backend", backend])
+        assert rc == 0
+        outputs[backend] = json.loads(out.read_text())
+    capsys.readouterr()
+    ref, fast = outputs["pycocotools"], outputs["faster_coco_eval"]
+    assert fast["evaluator"]["name"] == "faster_coco_eval"
+    assert "faster-coco-eval" in fast["provenance"]["versions"]
+    for record in (ref, fast):
+        del record["evaluator"], record["provenance"]
+    assert _differences(ref, fast) == []
