@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, box_iou, nms
 
-__all__ = ["SCORING_METHODS", "nms_with_scoring", "rescore"]
+__all__ = ["SCORING_METHODS", "nms_with_scoring", "rescore", "select_detections"]
 
 SCORING_METHODS = ("cls", "cls_x_iou", "sqrt_cls_x_iou", "iou_guided_nms")
 
@@ -93,3 +93,27 @@ def nms_with_scoring(
     scores = scores.scatter_reduce(0, cluster, cls_scores, reduce="amax", include_self=False)
     order = torch.argsort(scores, descending=True, stable=True)
     return keep[order], scores[order]
+
+
+def select_detections(
+    boxes: Tensor,
+    cls_scores: Tensor,
+    labels: Tensor,
+    predicted_iou: Tensor | None,
+    method: str,
+    iou_threshold: float,
+    max_detections: int,
+) -> dict[str, Tensor]:
+    """One image's final detections: :func:`nms_with_scoring`, then the best
+    ``max_detections``.
+
+    Returns ``{"boxes" (K, 4), "labels" (K,), "scores" (K,)}`` (torchvision's detection
+    format; ``scores`` are the final scores of ``method``), plus ``"predicted_iou"`` (K,)
+    when ``predicted_iou`` is given.
+    """
+    keep, final = nms_with_scoring(boxes, cls_scores, labels, predicted_iou, method, iou_threshold)
+    keep, final = keep[:max_detections], final[:max_detections]
+    result = {"boxes": boxes[keep], "labels": labels[keep], "scores": final}
+    if predicted_iou is not None:
+        result["predicted_iou"] = predicted_iou[keep]
+    return result

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision.ops as tvo
 
-from eiou.scoring import SCORING_METHODS, nms_with_scoring, rescore
+from eiou.scoring import SCORING_METHODS, nms_with_scoring, rescore, select_detections
 
 
 def _detections(n: int, seed: int, classes: int = 3):
@@ -81,3 +81,20 @@ def test_empty_and_errors():
         rescore(torch.ones(2), None, "cls_x_iou")
     with pytest.raises(ValueError, match="unknown scoring method"):
         rescore(torch.ones(2), torch.ones(2), "max")
+
+
+@pytest.mark.parametrize("method", ["cls", "sqrt_cls_x_iou"])
+def test_select_detections_keeps_the_best_with_their_own_iou(method: str) -> None:
+    boxes, scores, labels, ious = _detections(80, seed=7)
+    out = select_detections(boxes, scores, labels, ious, method, 0.5, max_detections=10)
+    assert len(out["boxes"]) == len(out["scores"]) == len(out["predicted_iou"]) == 10
+    assert torch.all(out["scores"][:-1] >= out["scores"][1:])
+    # every output row is one input detection, with that detection's label and IoU
+    for box, label, iou in zip(out["boxes"], out["labels"], out["predicted_iou"], strict=True):
+        (row,) = torch.nonzero((boxes == box).all(1)).flatten().tolist()
+        assert labels[row] == label and ious[row] == iou
+    # the best final score over all inputs survives NMS (nothing outranks it)
+    assert out["scores"][0] == rescore(scores, ious, method).max()
+    without_iou = select_detections(boxes, scores, labels, None, "cls", 0.5, 10)
+    assert "predicted_iou" not in without_iou
+    assert torch.equal(without_iou["boxes"], out["boxes"]) == (method == "cls")

@@ -1,0 +1,257 @@
+"""Training loop: run config, schedule, data stream, kill-and-resume, NaN stop, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from engine_helpers import data_config, run_config, state_dicts_equal
+
+from eiou import losses
+from eiou.config import DEFAULTS, RunConfigError, load_run_config
+from eiou.data import build_dataset
+from eiou.train import (
+    IterationBatchSampler,
+    NonFiniteLossError,
+    find_last_checkpoint,
+    lr_factor,
+    per_process_batch_size,
+    scaled_lr,
+    train,
+)
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    cfg = data_config(tmp_path_factory.mktemp("shapes") / "data", num_train=6)
+    build_dataset(cfg, "train", train=True)
+    build_dataset(cfg, "test", train=False)
+    return cfg
+
+
+# --------------------------------------------------------------------------- config
+def test_defaults_are_filled_and_loading_is_idempotent(tmp_path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"model": {"box_loss": {"name": "giou", "weight": 12}}}))
+    cfg = load_run_config(path)
+    assert cfg["model"]["box_loss"]["name"] == "giou" and cfg["model"]["box_loss"]["weight"] == 12
+    assert cfg["model"]["box_loss"]["coder"] == "standard"
+    assert cfg["train"]["momentum"] == 0.9 and cfg["train"]["weight_decay"] == 1e-4
+    assert cfg["train"]["base_lr"] == 0.02 and cfg["train"]["base_batch_size"] == 16
+    assert cfg["model"]["scoring"] == DEFAULTS["model"]["scoring"]
+    assert load_run_config(cfg) == cfg
+
+
+@pytest.mark.parametrize(
+    ("bad", "key"),
+    [
+        ({"modle": {}}, "modle"),
+        ({"model": {"detector": "yolo"}}, "model.detector"),
+        ({"model": {"box_loss": {"name": "l2"}}}, "model.box_loss.name"),
+        ({"model": {"box_loss": {"name": "eiou", "power": 0.5}}}, "model.box_loss.power"),
+        ({"model": {"box_loss": {"name": "smooth_l1", "sot": True}}}, "model.box_loss"),
+        ({"model": {"box_loss": {"name": "eiou", "coder": "polar"}}}, "model.box_loss.coder"),
+        ({"model": {"scoring": {"method": "cls_x_iou"}}}, "model.scoring.method"),
+        ({"model": {"iou_head": {"enabled": True, "wieght": 1}}}, "model.iou_head.wieght"),
+        ({"train": {"steps": [8, 4]}}, "train.steps"),
+        ({"train": {"max_iter": 0}}, "train.max_iter"),
+        ({"train": {"device": "tpu"}}, "train.device"),
+        (
+            {"model": {"detector": "retinanet", "rpn_box_loss": {"name": "giou"}}},
+            "model.rpn_box_loss",
+        ),
+    ],
+)
+def test_invalid_keys_are_named(bad: dict, key: str) -> None:
+    with pytest.raises(RunConfigError, match=f"config key {key.replace('.', '[.]')}"):
+        load_run_config(bad)
+
+
+def test_workflow_run_specs_are_accepted() -> None:
+    """Every run spec the mini preset plans loads, with its settings mapped onto the keys."""
+    from eiou import experiments
+
+    config = experiments.load_config(REPO / "config" / "mini.yaml")
+    specs = experiments.build_plan(config, check_roots=False)["runs"]
+    for run_id, spec in specs.items():
+        cfg = load_run_config(spec)
+        assert cfg["name"] == run_id and cfg["seed"] == spec["train"]["seed"]
+        assert cfg["model"]["box_loss"]["name"] == spec["box_loss"]["name"]
+        assert cfg["model"]["iou_head"]["enabled"] == spec["iou_head"]["enabled"]
+        assert cfg["model"]["scoring"]["method"] == spec["scoring"]
+        assert cfg["model"]["weights"] == ("imagenet" if spec["model"]["pretrained"] else "none")
+        assert cfg["train"]["max_iter"] == spec["train"]["max_iter"]
+        assert cfg["data"] == spec["data"]
+
+
+# --------------------------------------------------------------------------- schedule, data
+def test_lr_factor_warmup_and_steps() -> None:
+    tcfg = {"gamma": 0.1, "steps": [10, 15], "warmup_iters": 4, "warmup_factor": 0.001}
+    assert lr_factor(0, tcfg) == pytest.approx(0.001)
+    assert lr_factor(2, tcfg) == pytest.approx(0.001 * 0.5 + 0.5)
+    assert [lr_factor(i, tcfg) for i in (4, 9)] == [1.0, 1.0]
+    assert lr_factor(10, tcfg) == pytest.approx(0.1) and lr_factor(14, tcfg) == pytest.approx(0.1)
+    assert lr_factor(15, tcfg) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 8])
+def test_workflow_schedule_means_the_same_on_any_number_of_processes(world_size: int) -> None:
+    """The paper preset's schedule: 16 images an iteration at lr 0.02, on 1, 2 or 8 GPUs."""
+    from eiou import experiments
+
+    config = experiments.load_config(REPO / "config" / "paper.yaml")
+    plan = experiments.build_plan(config, check_roots=False)
+    for spec in plan["runs"].values():
+        tcfg = load_run_config(spec)["train"]
+        batch = per_process_batch_size(tcfg, world_size)
+        assert batch * world_size == 16
+        assert scaled_lr(tcfg, batch, world_size) == pytest.approx(0.02)
+
+
+def test_global_batch_must_divide_over_processes() -> None:
+    with pytest.raises(ValueError, match="not divisible by the 3 processes"):
+        per_process_batch_size({"global_batch_size": 16, "batch_size": 2}, 3)
+
+
+def test_sampler_stream_is_resumable_and_split_across_ranks() -> None:
+    size, batch, seed = 7, 2, 5
+    full = list(IterationBatchSampler(size, batch, seed, 0, 12))
+    assert list(IterationBatchSampler(size, batch, seed, 5, 12)) == full[5:]
+    positions = [p for b in full for p, _ in b]
+    assert positions == list(range(24))
+    indices = [i for b in full for _, i in b]
+    for epoch in range(3):  # each epoch is a permutation, different across epochs
+        assert sorted(indices[epoch * size : (epoch + 1) * size]) == list(range(size))
+    assert indices[:size] != indices[size : 2 * size]
+    ranks = [list(IterationBatchSampler(size, batch, seed, 0, 6, r, 2)) for r in range(2)]
+    merged = [b for it in range(6) for b in (ranks[0][it], ranks[1][it])]
+    assert merged == full  # two ranks see exactly the single-process stream, interleaved
+
+
+# --------------------------------------------------------------------------- resume
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import torch
+    torch.set_num_threads(1)
+    from eiou.train import train
+    cfg, out, kill_at = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    def kill(iteration):
+        if iteration == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    train(cfg, out, progress=False, callbacks=[kill])
+    """
+)
+
+
+def _log(path: Path) -> list[dict]:
+    return [json.loads(x) for x in (path / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_killed_and_resumed_run_is_bit_identical(shapes: dict, tmp_path) -> None:
+    cfg = run_config(shapes, "faster_rcnn", "full", max_iter=7, checkpoint_period=2)
+    killed = tmp_path / "killed"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, json.dumps(cfg), str(killed), "5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert find_last_checkpoint(killed).name == "model_0000004.pth"
+    assert not (killed / "model_final.pth").exists()
+    assert [r["iteration"] for r in _log(killed)] == [1, 2, 3, 4, 5]
+    train(cfg, killed, progress=False)  # the same call resumes
+
+    reference = tmp_path / "uninterrupted"
+    train({**cfg, "train": {**cfg["train"], "num_workers": 1}}, reference, progress=False)
+    final_a = torch.load(killed / "model_final.pth", weights_only=True)
+    final_b = torch.load(reference / "model_final.pth", weights_only=True)
+    assert state_dicts_equal(final_a["model"], final_b["model"]) == []
+    log_a, log_b = _log(killed), _log(reference)
+    assert [r["iteration"] for r in log_a] == list(range(1, 8))
+    for a, b in zip(log_a, log_b, strict=True):
+        a.pop("seconds_per_iteration"), b.pop("seconds_per_iteration")
+        assert a == b
+    # a finished run reruns as a no-op that rewrites the same final weights
+    train(cfg, killed, progress=False)
+    again = torch.load(killed / "model_final.pth", weights_only=True)
+    assert state_dicts_equal(again["model"], final_b["model"]) == []
+
+
+def test_resume_refuses_a_different_model(shapes: dict, tmp_path) -> None:
+    cfg = run_config(shapes, "faster_rcnn", "giou", max_iter=2)
+    train(cfg, tmp_path, progress=False)
+    other = run_config(shapes, "faster_rcnn", "smooth_l1", max_iter=2)
+    with pytest.raises(ValueError, match="different 'model'"):
+        train(other, tmp_path, progress=False)
+    train(other, tmp_path, progress=False, resume=False)  # explicit fresh start works
+
+
+# --------------------------------------------------------------------------- NaN
+class _NaNAfterCalls(losses.GIoULoss):
+    calls = 0
+    nan_at = 3
+
+    def elementwise(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        type(self).calls += 1
+        value = super().elementwise(pred, target)
+        return value * float("nan") if type(self).calls >= self.nan_at else value
+
+
+def test_nan_loss_stops_with_iteration_and_term(shapes: dict, tmp_path) -> None:
+    if "test_nan_after_calls" not in losses.available():
+        losses.register("test_nan_after_calls")(_NaNAfterCalls)
+    _NaNAfterCalls.calls = 0
+    cfg = run_config(shapes, "retinanet", "giou", max_iter=6, checkpoint_period=2)
+    cfg["model"]["box_loss"]["name"] = "test_nan_after_calls"
+    with pytest.raises(NonFiniteLossError, match=r"iteration 3 \(loss_box_reg=nan\)") as err:
+        train(cfg, tmp_path, progress=False)
+    assert "model_0000002.pth" in str(err.value)
+    last = find_last_checkpoint(tmp_path)
+    assert last is not None and last.name == "model_0000002.pth"
+    assert not (tmp_path / "model_final.pth").exists()
+    state = torch.load(last, weights_only=True)
+    assert state["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_train_then_predict(shapes: dict, tmp_path) -> None:
+    from eiou.cli import main
+
+    cfg = run_config(shapes, "retinanet", "full", max_iter=2)
+    cfg["model"]["scoring"]["score_threshold"] = 0.001
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--output-dir", str(out), "--no-progress"]) == 0
+    assert (out / "model_final.pth").is_file() and (out / "run_config.yaml").is_file()
+    pred = tmp_path / "predictions.json"
+    argv = ["predict", "--config", str(path), "--checkpoint", str(out / "model_final.pth")]
+    assert main([*argv, "--output", str(pred), "--split", "test", "--no-progress"]) == 0
+    results = json.loads(pred.read_text())
+    assert results and set(results[0]) == {"image_id", "category_id", "bbox", "score"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"train": {"max_iter": -1}}))
+    with pytest.raises(SystemExit, match=r"train\.max_iter"):
+        main(["train", "--config", str(bad), "--output-dir", str(tmp_path / "x")])
+
+
+def test_amp_option_trains_on_cpu(shapes: dict, tmp_path) -> None:
+    """``amp: true`` autocasts (bfloat16 on a CPU); losses stay finite, weights float32."""
+    cfg = run_config(shapes, "faster_rcnn", "full", max_iter=2, amp=True)
+    final = torch.load(train(cfg, tmp_path, progress=False), weights_only=True)
+    assert all(v.dtype != torch.bfloat16 for v in final["model"].values())
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in _log(tmp_path))
