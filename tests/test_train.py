@@ -255,3 +255,35 @@ def test_amp_option_trains_on_cpu(shapes: dict, tmp_path) -> None:
     final = torch.load(train(cfg, tmp_path, progress=False), weights_only=True)
     assert all(v.dtype != torch.bfloat16 for v in final["model"].values())
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in _log(tmp_path))
+
+
+# --------------------------------------------------------------------------- DDP
+@pytest.mark.timeout(300)
+def test_torchrun_two_processes_on_cpu(shapes: dict, tmp_path) -> None:
+    """``torchrun --nproc_per_node 2`` (gloo on a CPU): the global batch is split over the
+    ranks, the lr is the schedule's, rank 0 writes one log, checkpoint and final model."""
+    cfg = run_config(shapes, "faster_rcnn", "full", max_iter=3, global_batch_size=2)
+    cfg["train"]["base_batch_size"] = 2
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    result = subprocess.run(
+        [*launch, "2", "-m", "eiou.cli", "train", "--config", str(path), "--output-dir", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=280,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("wrote ") == 1  # rank 0 only
+    records = _log(out)
+    assert [r["iteration"] for r in records] == [1, 2, 3]
+    warmup = lr_factor(2, load_run_config(cfg)["train"])
+    assert records[-1]["lr"] == pytest.approx(cfg["train"]["base_lr"] * warmup)
+    state = torch.load(out / "checkpoints" / "model_0000002.pth", weights_only=True)
+    assert state["sampler"] == {"samples_seen": 4, "world_size": 2}
+    assert len(state["rng"]) == 2  # every rank's RNG states, for an exact resume
+    final = torch.load(out / "model_final.pth", weights_only=True)
+    assert final["iteration"] == 3
