@@ -42,7 +42,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from eiou.io import write_json
+from eiou.io import atomic_open, write_json
 
 __all__ = [
     "BACKENDS",
@@ -55,6 +55,7 @@ __all__ = [
     "results_file_name",
     "write_coco_results",
     "write_metrics",
+    "write_server_zip",
 ]
 
 log = logging.getLogger(__name__)
@@ -339,3 +340,23 @@ def write_coco_results(
         for p in predictions
     ]
     write_json(path, rows, indent=None)
+
+
+def write_server_zip(
+    path: str | os.PathLike[str],
+    predictions: Sequence[Mapping[str, Any]],
+    algorithm: str,
+    split: str = "test-dev2017",
+) -> Path:
+    """The upload for the COCO evaluation server: a zip holding only
+    :func:`results_file_name` ``(algorithm, split)`` as :func:`write_coco_results` writes it.
+    Written atomically; returns ``path``."""
+    import tempfile
+    import zipfile
+
+    name = results_file_name(algorithm, split)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_coco_results(Path(tmp) / name, predictions)
+        with atomic_open(path, "wb") as handle, zipfile.ZipFile(handle, "w") as archive:
+            archive.write(Path(tmp) / name, arcname=name, compress_type=zipfile.ZIP_DEFLATED)
+    return Path(path)

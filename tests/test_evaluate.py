@@ -209,6 +209,18 @@ def test_coco_results_format(tmp_path: Path) -> None:
     ]
 
 
+def test_server_zip_holds_only_the_named_results(tmp_path: Path) -> None:
+    import zipfile
+
+    preds = [{"image_id": 1, "category_id": 2, "bbox": [0.123, 1, 2, 3], "score": 0.5}]
+    path = evaluate.write_server_zip(tmp_path / "upload.zip", preds, "run_a")
+    with zipfile.ZipFile(path) as archive:
+        assert archive.namelist() == ["detections_test-dev2017_run-a_results.json"]
+        rows = json.loads(archive.read(archive.namelist()[0]))
+    assert rows == [{"image_id": 1, "category_id": 2, "bbox": [0.12, 1.0, 2.0, 3.0], "score": 0.5}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["upload.zip"]
+
+
 def test_cli_evaluate(tmp_path: Path) -> None:
     gt = _gt([[(1, [10, 10, 50, 50])]])
     (tmp_path / "gt.json").write_text(json.dumps(gt))

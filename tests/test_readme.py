@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def _snippet(name: str) -> str:
-    match = re.search(rf"<!-- snippet: {name}\b.*?-->\s*```python\n(.*?)```", README, re.S)
+def _snippet(name: str, language: str = "python") -> str:
+    match = re.search(rf"<!-- snippet: {name}\b.*?-->\s*```{language}\n(.*?)```", README, re.S)
     assert match, f"README has no snippet {name!r}"
     return match.group(1)
 
@@ -35,7 +35,30 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"^make test$", ci, re.M)
 
 
-@pytest.mark.parametrize("verb", ["toy"])
+def test_new_loss_snippet_is_one_edit_of_a_preset():
+    """The README's YAML, merged into the mini preset, adds one variant to Table II."""
+    import yaml
+
+    from eiou import experiments
+
+    edit = yaml.safe_load(_snippet("new-loss", "yaml"))
+    config = experiments.load_config(ROOT / "config" / "mini.yaml")
+    before = experiments.build_plan(config, check_roots=False)
+    config["tables"]["table2"]["rows"][0]["variant"] = edit["tables"]["table2"]["rows"][0][
+        "variant"
+    ]
+    config = experiments.validate_config(config, experiments.default_schema_path())
+    after = experiments.build_plan(config, check_roots=False)
+    new = [r for t in after["tables"] for r in t["rows"] if r["label"] == "Alpha-IoU"]
+    assert len(new) == 2  # the row's two detectors
+    assert len(after["runs"]) == len(before["runs"]) + 2
+    spec = after["runs"][new[0]["run_ids"][0]]
+    assert spec["box_loss"]["name"] == "my_pkg.losses.alpha_iou" and spec["box_loss"]["power"] == 3
+
+
+@pytest.mark.parametrize(
+    "verb", ["toy", "runs", "data", "train", "predict", "evaluate", "tables", "figures", "report"]
+)
 def test_cli_help(verb):
     out = subprocess.run(
         [sys.executable, "-m", "eiou.cli", verb, "--help"],
@@ -44,4 +67,14 @@ def test_cli_help(verb):
         check=True,
         cwd=ROOT,
     )
-    assert "usage: eiou" in out.stdout
+    assert f"usage: eiou {verb}" in out.stdout
+
+
+def test_every_verb_is_listed_and_described():
+    from eiou.cli import VERBS
+
+    out = subprocess.run(
+        [sys.executable, "-m", "eiou.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for verb in VERBS:
+        assert re.search(rf"^\s+{verb}\s+\S", out, re.M), verb

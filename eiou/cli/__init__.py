@@ -11,7 +11,17 @@ import argparse
 import importlib
 import sys
 
-VERBS: tuple[str, ...] = ("toy", "data", "evaluate")
+VERBS: tuple[str, ...] = (
+    "toy",
+    "runs",
+    "data",
+    "train",
+    "predict",
+    "evaluate",
+    "tables",
+    "figures",
+    "report",
+)
 
 
 def _load(verb: str):

@@ -1,0 +1,636 @@
+"""Experiment matrices: presets -> validated config -> unique run specs -> a plan.
+
+A preset (``config/<name>.yaml``) names datasets, schedules, loss variants and tables. Each
+table is a list of rows; a row is a small matrix (variant x detector x backbone x dataset x
+schedule, any field may be a list) repeated over ``seeds``. Every cell becomes a *run spec*:
+a plain dict holding everything a training run depends on. Its id is derived from a hash of
+its content (the machine-specific dataset root excluded), so a run that appears in several
+tables is trained once, and the same spec gets the same id on every machine.
+
+The paper's Tables I-IV are transcribed in :data:`PAPER_TABLES` (Peng & Yu, IEEE TIP,
+Section V) so that every measured table can be printed beside the paper's numbers.
+
+Nothing here imports Snakemake: the Snakefile, ``eiou runs`` and the tests all call
+:func:`validate_config` and :func:`build_plan`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from eiou.io import write_json, write_text
+
+__all__ = [
+    "BUILTIN_VARIANTS",
+    "PAPER_TABLES",
+    "PAPER_TABLE_CAPTIONS",
+    "SPEC_VERSION",
+    "ConfigError",
+    "build_plan",
+    "data_arguments",
+    "default_schema_path",
+    "load_config",
+    "load_run_spec",
+    "paper_reference",
+    "run_id",
+    "run_spec_text",
+    "spec_hash",
+    "validate_config",
+    "write_plan",
+    "write_run_spec",
+]
+
+#: Bump when the meaning of a run spec changes: every run id changes with it.
+SPEC_VERSION = 2
+
+#: Metrics of the paper's tables, in the order they are printed.
+METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "AP90", "APs", "APm", "APl", "AR100")
+
+
+class ConfigError(ValueError):
+    """A preset that cannot run; the message names the offending key."""
+
+
+# --------------------------------------------------------------------------- variants
+def _variant(
+    label: str,
+    name: str,
+    *,
+    power: float = 1,
+    sot: bool = False,
+    coder: str = "standard",
+    iou_head: bool = False,
+    scoring: str = "cls",
+) -> dict[str, Any]:
+    return {
+        "label": label,
+        "box_loss": {
+            "name": name,
+            "power": power,
+            "sot": sot,
+            "gradient": "autograd",
+            "coder": coder,
+            "weight": None,  # the detector's default (eiou.engines.torchvision.box_regression)
+        },
+        "iou_head": {"enabled": iou_head},
+        "scoring": scoring,
+    }
+
+
+#: Built-in loss variants (Table I rows 1-8, plus CIoU and "ours" of Tables II-IV).
+#: Choices the paper leaves open (see docs): the "standard IoU loss" is UnitBox's -ln(IoU)
+#: (registered as ``iou``); EIoU variants use Algorithm 1's sqrt(anchor area) coder; with an
+#: IoU head the detection score is sqrt(cls * predicted IoU). Presets may override any of
+#: these under ``variants:``.
+BUILTIN_VARIANTS: dict[str, dict[str, Any]] = {
+    "smooth_l1": _variant("Smooth-L1 (baseline)", "smooth_l1"),
+    "iou": _variant("Standard IoU loss (-ln IoU)", "iou"),
+    "giou": _variant("GIoU loss", "giou"),
+    "diou": _variant("DIoU loss", "diou"),
+    "ciou": _variant("CIoU loss", "ciou"),
+    "smooth_l1_iou_head": _variant(
+        "Smooth-L1 + IoU head", "smooth_l1", iou_head=True, scoring="sqrt_cls_x_iou"
+    ),
+    "eiou": _variant("EIoU loss", "eiou", coder="sqrt_area"),
+    "eiou_ct": _variant("EIoU + CT", "eiou", power=2, coder="sqrt_area"),
+    "eiou_ct_sot": _variant("EIoU + CT + SOT", "eiou", power=2, sot=True, coder="sqrt_area"),
+    "eiou_ct_sot_iou_head": _variant(
+        "Ours (EIoU + CT + SOT + IoU head)",
+        "eiou",
+        power=2,
+        sot=True,
+        coder="sqrt_area",
+        iou_head=True,
+        scoring="sqrt_cls_x_iou",
+    ),
+}
+BUILTIN_VARIANTS["ours"] = copy.deepcopy(BUILTIN_VARIANTS["eiou_ct_sot_iou_head"])
+
+
+# --------------------------------------------------------------------------- paper tables
+PAPER_TABLE_CAPTIONS: dict[str, str] = {
+    "I": "Table I: ablation, Faster R-CNN + FPN, ResNet-50, VOC07+12 trainval -> VOC07 test",
+    "II": "Table II: RetinaNet and Faster R-CNN + FPN, ResNet-50, VOC07+12 -> VOC07 test",
+    "III": "Table III: RetinaNet and Faster R-CNN + FPN, ResNet-50, COCO train2017 -> val2017",
+    "IV": "Table IV: COCO test-dev (scored by the COCO evaluation server), 180k schedule",
+}
+
+
+def _rows(
+    keys: tuple[str, ...], rows: Iterable[tuple[Any, ...]], **common: Any
+) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        head, values = row[: len(row) - len(keys)], row[len(row) - len(keys) :]
+        record = dict(common)
+        record.update(dict(zip(("variant", "detector", "backbone"), head, strict=False)))
+        record["metrics"] = {k: v for k, v in zip(keys, values, strict=True) if v is not None}
+        out.append(record)
+    return out
+
+
+_T23 = ("AP", "AP50", "AP75", "AP90", "APs", "APm", "APl")
+_T4 = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+#: The paper's numbers (percent), transcribed from Peng & Yu, Section V.
+#: Table II's extracted header lost the "AP" column name; its first value column is AP.
+#: Table IV does not say which detector "Ours" is; Faster R-CNN + FPN (the paper's best
+#: detector in Tables I-III) is assumed. Other methods of Table IV have ``variant: None``.
+PAPER_TABLES: dict[str, list[dict[str, Any]]] = {
+    # Table I: Faster R-CNN + FPN, ResNet-50, VOC; AP only. Rows 1-8 in the paper's order.
+    "I": _rows(
+        ("AP",),
+        [
+            ("smooth_l1", 45.5),
+            ("iou", 46.6),
+            ("giou", 46.9),
+            ("smooth_l1_iou_head", 46.2),
+            ("eiou", 47.5),
+            ("eiou_ct", 47.9),
+            ("eiou_ct_sot", 48.2),
+            ("eiou_ct_sot_iou_head", 49.7),
+        ],
+        detector="faster_rcnn",
+        backbone="resnet50",
+    ),
+    # Table II: VOC07 test, ResNet-50 + FPN.
+    "II": _rows(
+        _T23,
+        [
+            ("smooth_l1", "retinanet", 44.2, 70.5, 47.5, 25.0, 9.8, 28.3, 54.3),
+            ("giou", "retinanet", 45.2, 70.0, 48.2, 28.8, 9.9, 29.1, 55.5),
+            ("ciou", "retinanet", 45.9, 70.3, 50.1, 30.3, 10.1, 30.2, 55.9),
+            ("ours", "retinanet", 46.4, 71.1, 49.1, 32.2, 10.5, 31.4, 56.3),
+            ("smooth_l1", "faster_rcnn", 45.5, 72.6, 49.8, 25.2, 10.0, 29.5, 55.6),
+            ("giou", "faster_rcnn", 46.9, 73.1, 50.8, 28.6, 9.6, 31.0, 57.2),
+            ("ciou", "faster_rcnn", 48.0, 73.5, 51.2, 28.8, 9.8, 31.8, 57.9),
+            ("ours", "faster_rcnn", 49.7, 73.7, 54.1, 33.4, 11.9, 32.8, 59.8),
+        ],
+        backbone="resnet50",
+    ),
+    # Table III: COCO val2017, ResNet-50 + FPN.
+    "III": _rows(
+        _T23,
+        [
+            ("smooth_l1", "retinanet", 35.7, 54.7, 38.5, 22.8, 19.5, 39.9, 47.5),
+            ("giou", "retinanet", 36.2, 54.5, 38.9, 24.4, 19.6, 40.3, 48.3),
+            ("ciou", "retinanet", 36.7, 54.7, 39.3, 25.0, 20.1, 40.9, 48.9),
+            ("ours", "retinanet", 37.1, 54.8, 39.6, 25.7, 20.6, 41.3, 49.2),
+            ("smooth_l1", "faster_rcnn", 36.7, 58.5, 39.6, 21.2, 21.1, 39.8, 48.1),
+            ("giou", "faster_rcnn", 37.8, 58.4, 41.0, 24.8, 21.2, 40.9, 49.8),
+            ("ciou", "faster_rcnn", 38.4, 58.3, 41.5, 25.2, 21.2, 41.3, 50.2),
+            ("ours", "faster_rcnn", 39.0, 58.7, 42.1, 26.5, 22.3, 41.7, 50.7),
+        ],
+        backbone="resnet50",
+    ),
+    # Table IV: COCO test-dev. "Ours" rows first, then the other methods as printed.
+    "IV": _rows(
+        _T4,
+        [
+            ("ours", "faster_rcnn", "resnet101", 42.2, 61.8, 46.1, 24.4, 45.2, 55.4),
+            ("ours", "faster_rcnn", "resnext101_64x4d", 44.1, 63.7, 47.6, 26.8, 47.6, 57.1),
+        ],
+    )
+    + [
+        {
+            "variant": None,
+            "method": m,
+            "backbone_name": b,
+            "year": y,
+            "metrics": dict(zip(_T4, v, strict=True)),
+        }
+        for m, b, y, v in [
+            ("YOLOv3", "DarkNet-53", 2018, (33.0, 57.9, 34.4, 18.3, 35.4, 41.9)),
+            ("SSD513", "ResNet-101", 2016, (31.2, 50.4, 33.3, 10.2, 34.5, 49.8)),
+            ("RetinaNet800", "ResNeXt-101", 2017, (39.1, 59.1, 42.3, 21.8, 42.7, 50.2)),
+            ("DSSD513", "ResNet-101", 2017, (33.2, 53.3, 35.2, 13.0, 35.4, 51.1)),
+            ("RefineDet512", "ResNet-101", 2018, (36.4, 57.5, 39.5, 16.6, 39.9, 51.4)),
+            ("CornerNet511", "Hourglass-104", 2018, (40.5, 56.5, 43.1, 19.4, 42.7, 53.9)),
+            ("CenterNet", "Hourglass-104", 2019, (42.1, 61.1, 45.9, 24.1, 45.5, 52.8)),
+            ("FCOS", "ResNeXt-101", 2019, (43.2, 62.8, 46.6, 26.5, 46.2, 53.3)),
+            ("Faster R-CNN+++", "ResNet-101", 2016, (34.9, 55.7, 37.4, 15.6, 38.7, 50.9)),
+            ("Faster R-CNN w FPN", "ResNet-101", 2016, (36.2, 59.1, 39.0, 18.2, 39.0, 48.2)),
+            ("Mask R-CNN", "ResNeXt-101", 2017, (39.8, 62.3, 43.4, 22.1, 43.2, 51.2)),
+            ("DetNet", "DetNet", 2018, (40.3, 62.1, 43.8, 23.6, 42.6, 50.0)),
+            ("IoU-Net", "ResNet-101", 2018, (40.6, 59.0, None, None, None, None)),
+            ("TridentNet w 2fc", "ResNet-101", 2019, (42.0, 63.5, 45.5, 24.9, 47.0, 56.9)),
+            ("Grid R-CNN", "ResNeXt-101", 2019, (43.2, 63.0, 46.6, 25.1, 46.5, 55.2)),
+        ]
+    ],
+}
+for _record in PAPER_TABLES["IV"]:
+    _record["metrics"] = {k: v for k, v in _record["metrics"].items() if v is not None}
+
+
+def paper_reference(
+    paper_table: str | None, variant: str, detector: str, backbone: str
+) -> dict[str, float] | None:
+    """The paper's numbers for one row, or ``None`` where the paper has none.
+
+    Rows match on variant and detector; the backbone decides only where the paper's table
+    has several (Table IV), so a reduced preset's analogue (``tiny`` backbone) is still
+    printed beside the paper's row.
+    """
+    if paper_table is None:
+        return None
+    candidates = [
+        r
+        for r in PAPER_TABLES[paper_table]
+        if r["variant"] == variant and r.get("detector") == detector
+    ]
+    if len(candidates) > 1:
+        candidates = [r for r in candidates if r.get("backbone") == backbone]
+    return dict(candidates[0]["metrics"]) if len(candidates) == 1 else None
+
+
+# --------------------------------------------------------------------------- validation
+def default_schema_path() -> Path:
+    """``workflow/schemas/config.schema.yaml`` of the checkout (or of the working folder)."""
+    here = Path.cwd() / "workflow" / "schemas" / "config.schema.yaml"
+    if here.exists():
+        return here
+    return Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _key_path(path: Iterable[Any]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _describe(error: Any) -> str:
+    """One line for a jsonschema error; for oneOf/anyOf, what each alternative wanted."""
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        wanted = sorted({e.message for e in error.context if not e.relative_path})
+        if wanted:
+            return f"{error.instance!r} is not allowed: " + "; or ".join(wanted)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        return f"{error.message}; allowed keys: {allowed}"
+    if error.validator == "pattern" and "smooth_l1|" in error.schema.get("pattern", ""):
+        return (
+            f"{error.instance!r} is neither a registered loss (smooth_l1, iou, giou, diou, "
+            "ciou, eiou, smooth_eiou) nor a dotted import path (my_pkg.losses.my_loss)"
+        )
+    return error.message
+
+
+def validate_config(
+    config: Mapping[str, Any], schema: str | os.PathLike[str] | Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Validate ``config`` against the JSON schema and return a copy with defaults filled in.
+
+    Raises :class:`ConfigError` naming the offending key (``tables.t1.rows[0].detector``)
+    and what is allowed there. Also checks what a schema cannot: that every variant,
+    dataset and schedule a table names is defined.
+    """
+    from jsonschema import validators
+
+    if schema is None:
+        schema = default_schema_path()
+    if not isinstance(schema, Mapping):
+        schema = yaml.safe_load(Path(schema).read_text(encoding="utf-8"))
+    base = validators.validator_for(schema)
+
+    def set_defaults(validator, properties, instance, subschema):  # type: ignore[no-untyped-def]
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, subschema)
+
+    filling = validators.extend(base, {"properties": set_defaults})
+    config = copy.deepcopy(dict(config))
+    errors = sorted(
+        base(schema).iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.path))
+    )
+    if errors:
+        lines = [f"config key {_key_path(e.absolute_path)}: {_describe(e)}" for e in errors[:5]]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    filling(schema).validate(config)
+    _check_references(config)
+    return config
+
+
+def _check_references(config: Mapping[str, Any]) -> None:
+    variants = set(BUILTIN_VARIANTS) | set(config.get("variants", {}))
+    problems = []
+    for tname, table in config["tables"].items():
+        if table.get("baseline") not in variants:
+            problems.append(
+                f"config key tables.{tname}.baseline: {table.get('baseline')!r} is not a "
+                f"variant; allowed: {sorted(variants)}"
+            )
+        for i, row in enumerate(table["rows"]):
+            where = f"tables.{tname}.rows[{i}]"
+            for ref in _as_list(row["variant"]):
+                if isinstance(ref, str) and ref not in variants:
+                    problems.append(
+                        f"config key {where}.variant: {ref!r} is not a variant; allowed: "
+                        f"{sorted(variants)} or an inline {{box_loss: {{name: ...}}}}"
+                    )
+            for field, known in (("dataset", "datasets"), ("schedule", "schedules")):
+                for ref in _as_list(row[field]):
+                    if ref not in config[known]:
+                        problems.append(
+                            f"config key {where}.{field}: {ref!r} is not defined under "
+                            f"{known}; allowed: {sorted(config[known])}"
+                        )
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def load_config(
+    path: str | os.PathLike[str], schema: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """Read a preset YAML file and :func:`validate_config` it."""
+    with open(path, encoding="utf-8") as handle:
+        raw = yaml.safe_load(handle) or {}
+    return validate_config(raw, schema)
+
+
+# --------------------------------------------------------------------------- datasets
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def expand_env(value: str, key: str) -> str:
+    """Replace ``${VAR}`` / ``$VAR`` by the environment's value; unset variables are errors."""
+
+    def repl(match: re.Match[str]) -> str:
+        var = match.group(1) or match.group(2)
+        if var not in os.environ or not os.environ[var]:
+            raise ConfigError(
+                f"config key {key}: environment variable {var} is not set "
+                f"(export {var}=/path/to/dataset, or write the path into the config)"
+            )
+        return os.environ[var]
+
+    return _ENV.sub(repl, value)
+
+
+def resolve_datasets(config: Mapping[str, Any], check_roots: bool | None = None) -> dict[str, dict]:
+    """Dataset entries with their root resolved; missing roots raise one ConfigError.
+
+    Only datasets that some table uses are resolved or checked. Synthetic data is generated
+    into ``results/data/<name>`` unless ``root`` says otherwise.
+    """
+    if check_roots is None:
+        check_roots = bool(config.get("check_data_roots", True))
+    used = {d for t in config["tables"].values() for r in t["rows"] for d in _as_list(r["dataset"])}
+    out: dict[str, dict] = {}
+    missing = []
+    for name in sorted(used):
+        entry = copy.deepcopy(config["datasets"][name])
+        key = f"datasets.{name}.root"
+        if entry["kind"] == "synthetic":
+            entry["root"] = expand_env(entry.get("root", f"results/data/{name}"), key)
+        else:
+            if "root" not in entry:
+                raise ConfigError(f"config key {key}: required for kind {entry['kind']!r}")
+            try:
+                entry["root"] = expand_env(entry["root"], key)
+            except ConfigError as err:
+                if check_roots:
+                    missing.append(str(err))
+                    continue
+                entry["root"] = entry["root"]
+            if check_roots and not Path(entry["root"]).is_dir():
+                missing.append(f"config key {key}: folder {entry['root']!r} does not exist")
+                continue
+        entry["annotations"] = f"results/data/{name}"
+        out[name] = entry
+    if missing:
+        raise ConfigError(
+            "dataset roots missing (nothing was scheduled):\n  "
+            + "\n  ".join(missing)
+            + "\n  (set check_data_roots: false to list jobs without the data)"
+        )
+    return out
+
+
+def data_arguments(entry: Mapping[str, Any]) -> list[str]:
+    """``eiou data <kind>`` arguments for one resolved dataset entry."""
+    args = [entry["kind"], "--root", str(entry["root"]), "--output-dir", entry["annotations"]]
+    args += ["--splits", *entry["train_splits"], entry["test_split"]]
+    for key, value in entry.get("options", {}).items():
+        args += [f"--{key.replace('_', '-')}", _cli_value(value)]
+    return args
+
+
+def _cli_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- run specs
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _resolve_variant(ref: Any, config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(name, variant)`` for a variant name or an inline variant mapping."""
+    if isinstance(ref, str):
+        known = {**BUILTIN_VARIANTS, **config.get("variants", {})}
+        variant = copy.deepcopy(known[ref])
+        name = ref
+    else:
+        variant = copy.deepcopy(dict(ref))
+        name = variant.pop("name", None) or re.sub(
+            r"[^A-Za-z0-9_]", "_", variant["box_loss"]["name"].rsplit(".", 1)[-1]
+        )
+    defaults = _variant(name, variant["box_loss"]["name"])
+    box_loss = {**defaults["box_loss"], **variant.get("box_loss", {})}
+    return name, {
+        "label": variant.get("label", name),
+        "box_loss": box_loss,
+        "iou_head": {**defaults["iou_head"], **variant.get("iou_head", {})},
+        "scoring": variant.get("scoring", "cls"),
+    }
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """SHA-256 of the spec's canonical JSON, without ``run_id`` and the dataset root.
+
+    The root is left out so that the same experiment gets the same id wherever the data
+    happens to live.
+    """
+    content = copy.deepcopy(dict(spec))
+    content.pop("run_id", None)
+    if isinstance(content.get("data"), dict):
+        content["data"].pop("root", None)
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def run_id(spec: Mapping[str, Any]) -> str:
+    """``<dataset>-<detector>-<backbone>-<loss>-s<seed>-<hash10>``: readable, content-derived."""
+    loss = spec["box_loss"]["name"].rsplit(".", 1)[-1]
+    parts = [
+        spec["data"]["name"],
+        spec["model"]["detector"],
+        spec["model"]["backbone"],
+        loss,
+        f"s{spec['train']['seed']}",
+        spec_hash(spec)[:10],
+    ]
+    return "-".join(re.sub(r"[^A-Za-z0-9_]", "_", str(p)) for p in parts)
+
+
+def make_run_spec(
+    config: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+    dataset_name: str,
+    variant: Mapping[str, Any],
+    detector: str,
+    backbone: str,
+    schedule: Mapping[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """One run spec (``run_id`` included): what ``eiou train/predict/evaluate`` read."""
+    data = {
+        "name": dataset_name,
+        "kind": dataset["kind"],
+        "root": dataset["root"],
+        "annotations": dataset["annotations"],
+        "train_splits": list(dataset["train_splits"]),
+        "test_split": dataset["test_split"],
+        "has_ground_truth": dataset["has_ground_truth"],
+        **copy.deepcopy(dataset.get("options", {})),
+    }
+    spec: dict[str, Any] = {
+        "spec_version": SPEC_VERSION,
+        "data": data,
+        "model": {
+            "detector": detector,
+            "backbone": backbone,
+            "pretrained": bool(config.get("model", {}).get("pretrained", False)),
+            "min_size": dataset["min_size"],
+            "max_size": dataset["max_size"],
+        },
+        "box_loss": copy.deepcopy(dict(variant["box_loss"])),
+        "iou_head": copy.deepcopy(dict(variant["iou_head"])),
+        "scoring": variant["scoring"],
+        # The schedule's batch_size counts the images of one iteration over all GPUs, and
+        # its base_lr is the lr at that batch: eiou.train splits the batch over the
+        # processes it is launched with, so a run means the same on 1 or 8 GPUs.
+        "train": {
+            **{k: copy.deepcopy(v) for k, v in schedule.items() if k != "batch_size"},
+            "global_batch_size": schedule["batch_size"],
+            "base_batch_size": schedule["batch_size"],
+            "seed": int(seed),
+        },
+    }
+    return {"run_id": run_id(spec), **spec}
+
+
+def build_plan(config: Mapping[str, Any], check_roots: bool | None = None) -> dict[str, Any]:
+    """Expand a validated config into ``{"runs": {id: spec}, "tables": [...], ...}``.
+
+    Each table row lists the run ids of its seeds and the paper's numbers (if any); runs
+    with identical content share one id and appear once in ``runs``.
+    """
+    datasets = resolve_datasets(config, check_roots)
+    runs: dict[str, dict[str, Any]] = {}
+    tables = []
+    for tname, table in config["tables"].items():
+        seeds = int(table.get("seeds") or config.get("seeds", 1))
+        rows = []
+        for row in table["rows"]:
+            axes = [
+                _as_list(row[k]) for k in ("variant", "detector", "backbone", "dataset", "schedule")
+            ]
+            for vref, detector, backbone, dname, sname in itertools.product(*axes):
+                vname, variant = _resolve_variant(vref, config)
+                ids = []
+                for i in range(seeds):
+                    spec = make_run_spec(
+                        config,
+                        datasets[dname],
+                        dname,
+                        variant,
+                        detector,
+                        backbone,
+                        config["schedules"][sname],
+                        config.get("base_seed", 0) + i,
+                    )
+                    runs.setdefault(spec["run_id"], spec)
+                    ids.append(spec["run_id"])
+                rows.append(
+                    {
+                        "variant": vname,
+                        "label": variant["label"],
+                        "detector": detector,
+                        "backbone": backbone,
+                        "dataset": dname,
+                        "schedule": sname,
+                        "run_ids": ids,
+                        "has_ground_truth": datasets[dname]["has_ground_truth"],
+                        "paper": paper_reference(
+                            table.get("paper_table"), vname, detector, backbone
+                        ),
+                    }
+                )
+        tables.append(
+            {
+                "name": tname,
+                "title": table["title"],
+                "paper_table": table.get("paper_table"),
+                "baseline": table.get("baseline", "smooth_l1"),
+                "metrics": list(table.get("metrics", METRICS[:7])),
+                "seeds": seeds,
+                "rows": rows,
+            }
+        )
+    return {
+        "preset": config["preset"],
+        "description": config.get("description", ""),
+        "paper_setting": bool(config.get("paper_setting", False)),
+        "datasets": datasets,
+        "runs": runs,
+        "tables": tables,
+    }
+
+
+def evaluated_runs(plan: Mapping[str, Any]) -> list[str]:
+    """Ids of the runs whose test split has ground truth (scored locally)."""
+    return [rid for rid, spec in plan["runs"].items() if spec["data"]["has_ground_truth"]]
+
+
+# --------------------------------------------------------------------------- files
+def run_spec_text(spec: Mapping[str, Any]) -> str:
+    """One run spec as the YAML text of its ``run.yaml``."""
+    return yaml.safe_dump(dict(spec), sort_keys=False, default_flow_style=False)
+
+
+def write_run_spec(path: str | os.PathLike[str], spec: Mapping[str, Any]) -> None:
+    """Write one run spec as YAML, atomically."""
+    write_text(path, run_spec_text(spec))
+
+
+def load_run_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a run spec YAML file."""
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def write_plan(path: str | os.PathLike[str], plan: Mapping[str, Any]) -> None:
+    """Write the expanded plan as JSON, atomically."""
+    write_json(path, dict(plan))
+
+
+def load_plan(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a plan written by :func:`write_plan`."""
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

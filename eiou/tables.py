@@ -1,0 +1,338 @@
+"""Per-table aggregation with pandas: measured numbers beside the paper's.
+
+:func:`gather_runs` reads every run's ``metrics.json`` into one frame (one row per run);
+:func:`build_table` turns one planned table into a frame with, per metric, the mean over
+seeds, the sample standard deviation, the paper's number, the delta to it, the difference to
+the table's baseline variant and whether that difference exceeds the seed spread.
+:func:`write_table` writes CSV (full precision), Markdown and LaTeX.
+
+Conventions:
+
+- ``metrics.json`` holds fractions in ``[0, 1]`` (pycocotools' convention) unless it says
+  ``"units": "percent"``; tables are in percent, like the paper.
+- "Exceeds the seed spread": ``|mean - mean_baseline| > std + std_baseline`` (sample
+  standard deviations over seeds). It needs at least two seeds on both sides; otherwise it
+  is left empty and the table says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from eiou.experiments import PAPER_TABLE_CAPTIONS
+from eiou.io import write_text
+
+__all__ = [
+    "SCALAR_METRICS",
+    "build_table",
+    "expected_files",
+    "gather_runs",
+    "notice",
+    "to_latex",
+    "to_markdown",
+    "write_table",
+    "write_tables",
+]
+
+SCALAR_METRICS: tuple[str, ...] = (
+    "AP",
+    "AP50",
+    "AP75",
+    "AP90",
+    "APs",
+    "APm",
+    "APl",
+    "AR1",
+    "AR10",
+    "AR100",
+)
+FORMATS: tuple[str, ...] = ("csv", "md", "tex")
+
+
+def expected_files(plan: Mapping[str, Any], out_dir: str = "results/tables") -> list[str]:
+    """Every file :func:`write_tables` writes for ``plan`` (the Snakemake outputs)."""
+    files = [f"{out_dir}/runs.csv"]
+    for table in plan["tables"]:
+        files += [f"{out_dir}/{table['name']}.{ext}" for ext in FORMATS]
+    return files
+
+
+def _percent(metrics: Mapping[str, Any], value: Any) -> float:
+    if value is None:
+        return math.nan
+    value = float(value)
+    return value if metrics.get("units") == "percent" else 100.0 * value
+
+
+def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """One ``metrics.json``."""
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def gather_runs(plan: Mapping[str, Any], runs_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """One row per planned run: its axes and its scalar metrics in percent (NaN if absent)."""
+    records = []
+    for rid, spec in plan["runs"].items():
+        record: dict[str, Any] = {
+            "run_id": rid,
+            "dataset": spec["data"]["name"],
+            "detector": spec["model"]["detector"],
+            "backbone": spec["model"]["backbone"],
+            "box_loss": spec["box_loss"]["name"],
+            "power": spec["box_loss"].get("power"),
+            "sot": spec["box_loss"].get("sot"),
+            "iou_head": spec["iou_head"].get("enabled"),
+            "scoring": spec.get("scoring"),
+            "seed": spec["train"]["seed"],
+            "max_iter": spec["train"]["max_iter"],
+            "has_metrics": False,
+        }
+        path = Path(runs_dir) / rid / "metrics.json"
+        metrics = read_metrics(path) if path.exists() else {}
+        record["has_metrics"] = bool(metrics)
+        for name in SCALAR_METRICS:
+            record[name] = _percent(metrics, metrics.get(name))
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _mean_std(values: pd.Series) -> tuple[float, float, int]:
+    values = values.dropna()
+    n = int(values.size)
+    if n == 0:
+        return math.nan, math.nan, 0
+    std = float(values.std(ddof=1)) if n >= 2 else math.nan
+    return float(values.mean()), std, n
+
+
+def build_table(table: Mapping[str, Any], runs: pd.DataFrame) -> pd.DataFrame:
+    """One planned table as a frame: a row per table row, per metric ``m`` the columns
+    ``m`` (mean over seeds), ``m_std``, ``m_paper``, ``m_delta`` (measured - paper),
+    ``m_vs_baseline`` and ``m_exceeds_spread``; plus ``n_seeds`` and ``n_measured``.
+
+    The baseline of a row is the row of the table's baseline variant with the same
+    detector, backbone, dataset and schedule.
+    """
+    by_id = runs.set_index("run_id") if len(runs) else runs
+    metrics = list(table["metrics"])
+    rows = []
+    for position, row in enumerate(table["rows"], start=1):
+        record: dict[str, Any] = {
+            "row": position,
+            "variant": row["variant"],
+            "label": row["label"],
+            "detector": row["detector"],
+            "backbone": row["backbone"],
+            "dataset": row["dataset"],
+            "schedule": row["schedule"],
+            "n_seeds": len(row["run_ids"]),
+            "run_ids": " ".join(row["run_ids"]),
+            "has_ground_truth": bool(row.get("has_ground_truth", True)),
+        }
+        present = [rid for rid in row["run_ids"] if rid in by_id.index]
+        measured = by_id.loc[present] if present else None
+        n_measured = 0
+        for m in metrics:
+            if measured is not None and m in measured.columns:
+                mean, std, n = _mean_std(measured[m])
+            else:
+                mean, std, n = math.nan, math.nan, 0
+            n_measured = max(n_measured, n)
+            paper = (row.get("paper") or {}).get(m, math.nan)
+            record[m] = mean
+            record[f"{m}_std"] = std
+            record[f"{m}_paper"] = float(paper)
+            record[f"{m}_delta"] = mean - float(paper)
+        record["n_measured"] = n_measured
+        rows.append(record)
+    frame = pd.DataFrame.from_records(rows)
+    keys = ["detector", "backbone", "dataset", "schedule"]
+    base = frame[frame["variant"] == table["baseline"]].drop_duplicates(keys).set_index(keys)
+    for m in metrics:
+        vs, exceeds = [], []
+        for _, r in frame.iterrows():
+            key = tuple(r[k] for k in keys)
+            if key not in base.index:
+                vs.append(math.nan)
+                exceeds.append(pd.NA)
+                continue
+            b = base.loc[key]
+            diff = r[m] - b[m]
+            vs.append(diff)
+            spread_known = (
+                r["variant"] != table["baseline"]
+                and not math.isnan(r[f"{m}_std"])
+                and not math.isnan(b[f"{m}_std"])
+                and not math.isnan(diff)
+            )
+            exceeds.append(
+                bool(abs(diff) > r[f"{m}_std"] + b[f"{m}_std"]) if spread_known else pd.NA
+            )
+        frame[f"{m}_vs_baseline"] = vs
+        frame[f"{m}_exceeds_spread"] = pd.array(exceeds, dtype="boolean")
+    return frame
+
+
+# --------------------------------------------------------------------------- rendering
+def notice(plan: Mapping[str, Any]) -> str:
+    """The sentence every table of a reduced preset carries."""
+    if plan.get("paper_setting"):
+        return (
+            f"Preset `{plan['preset']}`: the paper's setting (Section V-A). "
+            "Deltas compare with the paper's numbers."
+        )
+    return (
+        f"NOT the paper's setting: preset `{plan['preset']}` "
+        f"({plan.get('description') or 'reduced data, model and schedule'}). "
+        "Paper numbers are printed for reference only; the deltas are not a reproduction check."
+    )
+
+
+def _fmt(value: Any, digits: int = 1, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    value = round(float(value), digits) or 0.0  # no "-0.0"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _cells(
+    frame: pd.DataFrame, table: Mapping[str, Any], pm: str
+) -> tuple[list[str], list[list[str]]]:
+    metrics = list(table["metrics"])
+    header = ["#", "Variant", "Detector", "Backbone", "Dataset"]
+    header += [f"{m} (paper, delta)" for m in metrics]
+    header += [f"{metrics[0]} vs {table['baseline']}"]
+    body = []
+    for _, r in frame.iterrows():
+        cells = [str(r["row"]), str(r["label"]), r["detector"], r["backbone"], r["dataset"]]
+        for m in metrics:
+            mean = _fmt(r[m])
+            if not mean:
+                mean = "pending" if r.get("has_ground_truth", True) else "server"
+            elif not math.isnan(r[f"{m}_std"]):
+                mean = f"{mean} {pm} {_fmt(r[f'{m}_std'])}"
+            paper = _fmt(r[f"{m}_paper"])
+            if paper:
+                delta = _fmt(r[f"{m}_delta"], signed=True)
+                mean += f" ({paper}, {delta})" if delta else f" ({paper})"
+            cells.append(mean)
+        first = metrics[0]
+        vs = _fmt(r[f"{first}_vs_baseline"], signed=True)
+        flag = r[f"{first}_exceeds_spread"]
+        if vs and r["variant"] != table["baseline"]:
+            vs += "" if flag is pd.NA else (" *" if bool(flag) else " (within spread)")
+        cells.append(vs)
+        body.append(cells)
+    return header, body
+
+
+def _legend(table: Mapping[str, Any]) -> str:
+    seeds = table["seeds"]
+    spread = (
+        "`*`: the difference to the baseline exceeds the seed spread (|diff| > std + std_baseline)."
+        if seeds >= 2
+        else "One seed per row: no seed spread, so no claim that a difference is real."
+    )
+    return (
+        f"Cells: measured mean{' ± std' if seeds >= 2 else ''} over {seeds} seed(s), "
+        f"then (paper, measured - paper). {spread}"
+    )
+
+
+def to_markdown(frame: pd.DataFrame, table: Mapping[str, Any], plan: Mapping[str, Any]) -> str:
+    """A Markdown table with title, the preset notice and a legend."""
+    header, body = _cells(frame, table, "±")
+    lines = [f"### {table['title']}", ""]
+    if table.get("paper_table"):
+        lines += [f"Compared with {PAPER_TABLE_CAPTIONS[table['paper_table']]} (Peng & Yu).", ""]
+    lines += [f"> {notice(plan)}", ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
+    lines += ["", _legend(table), ""]
+    return "\n".join(lines)
+
+
+_LATEX_ESCAPES = {
+    ">": "$>$",
+    "<": "$<$",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+}
+
+
+def _tex(text: str) -> str:
+    escaped = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text).replace("±", r"$\pm$")
+    return re.sub(r"`([^`]*)`", r"\\texttt{\1}", escaped).replace("|", r"$|$")
+
+
+def to_latex(frame: pd.DataFrame, table: Mapping[str, Any], plan: Mapping[str, Any]) -> str:
+    """A booktabs ``table`` environment; the caption carries the preset notice."""
+    header, body = _cells(frame, table, "±")
+    caption = f"{table['title']}. {notice(plan)} {_legend(table)}"
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{_tex(caption)}}}",
+        rf"\label{{tab:{table['name']}}}",
+        r"\begin{tabular}{" + "l" * 5 + "r" * (len(header) - 5) + "}",
+        r"\toprule",
+        " & ".join(_tex(h) for h in header) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(_tex(c) for c in cells) + r" \\" for cells in body]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def write_table(
+    frame: pd.DataFrame,
+    table: Mapping[str, Any],
+    plan: Mapping[str, Any],
+    out_dir: str | os.PathLike[str],
+) -> list[Path]:
+    """Write ``<name>.csv`` (with a ``notice`` column), ``.md`` and ``.tex``."""
+    out = Path(out_dir)
+    csv = frame.copy()
+    csv.insert(0, "table", table["name"])
+    csv.insert(1, "preset", plan["preset"])
+    csv.insert(2, "paper_setting", bool(plan.get("paper_setting")))
+    csv["notice"] = notice(plan)
+    paths = [out / f"{table['name']}.{ext}" for ext in FORMATS]
+    write_text(paths[0], csv.to_csv(index=False))
+    write_text(paths[1], to_markdown(frame, table, plan))
+    write_text(paths[2], to_latex(frame, table, plan))
+    return paths
+
+
+def write_tables(
+    plan: Mapping[str, Any],
+    runs_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    tables: Sequence[str] | None = None,
+) -> list[Path]:
+    """Gather the runs (``runs.csv``) and write every table of ``plan``."""
+    runs = gather_runs(plan, runs_dir)
+    written = [Path(out_dir) / "runs.csv"]
+    write_text(written[0], runs.to_csv(index=False))
+    for table in plan["tables"]:
+        if tables and table["name"] not in tables:
+            continue
+        frame = build_table(table, runs)
+        written += write_table(frame, table, plan, out_dir)
+    return written
