@@ -18,7 +18,7 @@ Keys (defaults in brackets)::
       trainable_layers  ResNet stages trained, 0..5 [3 with weights, 5 from scratch]
       min_size, max_size   short-side resize and long-side cap, pixels [128, 128]
                     (the paper: 500 / 833 on VOC, 800 / 1333 on COCO)
-      anchor_sizes  5 base sizes, one per level [32..512; tiny: 8..128]
+      anchor_sizes  5 base sizes, one per level [32..512; tiny RetinaNet: 16..256 on P2..P6]
       box_loss:     localisation loss of the second stage (Faster R-CNN) / the head
         name        registry name (smooth_l1, iou, giou, diou, ciou, eiou, smooth_eiou) or
                     a dotted import path [smooth_l1]

@@ -10,6 +10,7 @@ import torch
 import torchvision
 from engine_helpers import VARIANTS, data_config, run_config
 from torchvision.models.detection import _utils as det_utils
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNetRegressionHead
 from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.ops import FrozenBatchNorm2d, box_iou
@@ -363,6 +364,27 @@ def test_paper_anchor_settings_for_resnet_backbones() -> None:
         assert not any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
         assert any(isinstance(m, torch.nn.GroupNorm) for m in model.backbone.modules())
         assert all(p.requires_grad for p in model.parameters())
+
+
+def test_tiny_pyramids_keep_the_paper_anchor_to_stride_ratios() -> None:
+    """tiny: Faster R-CNN's paper anchors on P2..P6; RetinaNet one level finer than the paper
+    (P2..P6 instead of P3..P7) with base anchors 4x the stride, as 32 at stride 8."""
+    image = torch.rand(1, 3, 128, 128)
+    for detector, ratio in (("faster_rcnn", 8), ("retinanet", 4)):
+        model = build_detector(tiny_model_cfg(detector, min_size=128, max_size=128), K)
+        generator = (
+            model.rpn.anchor_generator if detector == "faster_rcnn" else model.anchor_generator
+        )
+        feats = model.backbone(image)
+        strides = [128 // f.shape[-1] for f in feats.values()]
+        assert strides == [4, 8, 16, 32, 64], detector  # P2..P6
+        assert [s[0] for s in generator.sizes] == [ratio * s for s in strides], detector
+        if detector == "retinanet":  # octave scales 2^(0, 1/3, 2/3) on every level
+            assert all(len(s) == 3 and s[2] == int(s[0] * 2 ** (2 / 3)) for s in generator.sizes)
+        # the anchors the model generates are centred on the level's grid with those sizes
+        anchors = generator(ImageList(image, [(128, 128)]), list(feats.values()))[0]
+        widths = anchors[:, 2] - anchors[:, 0]
+        assert widths.min() == pytest.approx(generator.sizes[0][0] * 0.5**0.5, abs=1)
 
 
 # --------------------------------------------------------------------------- weights
