@@ -11,6 +11,7 @@ Keys (defaults in brackets)::
     data            passed to eiou.data.build_dataset (kind, root, annotations, train_splits,
                     test_split, horizontal_flip and the kind's options; see eiou.data)
     model:
+      engine        torchvision (see eiou.engines) [torchvision]
       detector      faster_rcnn | retinanet [faster_rcnn]
       backbone      tiny | resnet50 | resnet101 | resnext101_64x4d [tiny]
       weights       imagenet | none | path of a backbone state-dict file [none]
@@ -81,6 +82,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "data": {},
     "model": {
+        "engine": "torchvision",
         "detector": "faster_rcnn",
         "backbone": "tiny",
         "weights": "none",
@@ -253,6 +255,14 @@ def _validate(cfg: dict[str, Any], errors: list[str]) -> None:
     _check(_is_int(cfg["seed"]), "seed", f"{cfg['seed']!r}; an integer", errors)
     _check(isinstance(cfg["data"], dict), "data", "a mapping (see eiou.data)", errors)
     model, train = cfg["model"], cfg["train"]
+    from eiou.engines import ENGINES
+
+    _check(
+        model["engine"] in ENGINES,
+        "model.engine",
+        f"{model['engine']!r}; allowed: {sorted(ENGINES)}",
+        errors,
+    )
     _check(
         model["detector"] in DETECTORS,
         "model.detector",

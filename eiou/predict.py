@@ -34,7 +34,7 @@ def load_detector(
     ``cfg`` (optional) overrides the checkpoint's config for inference settings (the
     ``scoring`` section); the architecture always comes from the checkpoint.
     """
-    from eiou.engines.torchvision import build_detector
+    from eiou.engines import build_detector
 
     path = Path(checkpoint)
     if not path.is_file():

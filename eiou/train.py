@@ -428,12 +428,12 @@ def train(
     """
     from tqdm import tqdm
 
-    from eiou.engines.torchvision import build_detector, check_weights
+    from eiou.engines import build_detector, check_weights
 
     cfg = load_run_config(cfg)
     tcfg = cfg["train"]
     output_dir = Path(output_dir)
-    check_weights(cfg["model"]["backbone"], cfg["model"]["weights"])  # fail before the data
+    check_weights(cfg["model"])  # fail before the data
     info = _init_distributed(tcfg["device"])
     device = _device(tcfg["device"], info)
     if dataset is None:
