@@ -13,9 +13,24 @@ here; losses, coders, the IoU head and scoring live in their modules::
     loss(pred, target, reduction="mean").backward()
 """
 
-from eiou.metrics import ExtendedIoU, ciou, diou, eiou, extended_iou_parts, giou, iou
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+_METRICS = ("ExtendedIoU", "ciou", "diou", "eiou", "extended_iou_parts", "giou", "iou")
+
+
+def __getattr__(name: str) -> Any:
+    """The metrics, imported on first use: ``import eiou.experiments`` (the workflow's
+    planning, ``eiou --help``) never imports torch."""
+    if name in _METRICS:
+        from eiou import metrics
+
+        return getattr(metrics, name)
+    raise AttributeError(f"module 'eiou' has no attribute {name!r}")
+
 
 __all__ = [
     "ExtendedIoU",

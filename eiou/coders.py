@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["BoxCoder", "SqrtAreaBoxCoder", "StandardBoxCoder", "anchor_scale", "get"]
+__all__ = ["BoxCoder", "SqrtAreaBoxCoder", "StandardBoxCoder", "anchor_scale", "available", "get"]
 
 DEFAULT_DW_CLIP = math.log(1000.0 / 16)
 
@@ -127,6 +127,11 @@ _CODERS: dict[str, type[BoxCoder]] = {
     StandardBoxCoder.name: StandardBoxCoder,
     SqrtAreaBoxCoder.name: SqrtAreaBoxCoder,
 }
+
+
+def available() -> list[str]:
+    """Names of the registered coders."""
+    return sorted(_CODERS)
 
 
 def get(name: str, **options: Any) -> BoxCoder:

@@ -1,4 +1,5 @@
-"""envs/eiou.yaml lists exactly pyproject.toml's dependencies, with the same bounds."""
+"""envs/eiou.yaml lists exactly pyproject.toml's dependencies and its `pipeline` extra (what
+jobs need), with the same bounds."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def split(requirement: str) -> tuple[str, str]:
 
 def test_conda_env_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {CONDA_NAMES.get(n, n): s for n, s in map(split, project["dependencies"])}
+    needed = project["dependencies"] + project["optional-dependencies"]["pipeline"]
+    wanted = {CONDA_NAMES.get(n, n): s for n, s in map(split, needed)}
     env = yaml.safe_load((ROOT / "envs" / "eiou.yaml").read_text())
     have = {}
     for dep in env["dependencies"]:
