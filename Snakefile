@@ -1,7 +1,7 @@
 # The eiou reproduction workflow: toy figures, data -> train -> predict -> evaluate ->
 # tables -> figures -> report. Presets live in config/ (mini is the default); rules in
 # workflow/rules/; every rule calls one `eiou` verb. See README.md for the commands.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("8.20")
 

@@ -63,8 +63,8 @@ def baseline_specs(preset: Path, datasets: list[str], workdir: Path) -> dict[tup
         key = (spec["data"]["name"], spec["model"]["detector"])
         if (
             key[0] in datasets
-            and spec["box_loss"]["name"] == "smooth_l1"
-            and not spec["iou_head"]["enabled"]
+            and spec["model"]["box_loss"]["name"] == "smooth_l1"
+            and not spec["model"]["iou_head"]["enabled"]
             and spec["model"]["backbone"] == "tiny"
         ):
             spec = copy.deepcopy(spec)
@@ -128,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"torchvision {torchvision.__version__}, {args.threads} thread(s). Preset "
         f"`{args.preset}`: smooth-L1 runs, {schedule['max_iter']} iterations of "
-        f"{schedule['global_batch_size']} images at lr {schedule['base_lr']}, seed "
-        f"{schedule.get('seed', 0)}; COCO-protocol metrics on the test split, in percent.",
+        f"{schedule['batch_size']} images at lr {schedule['base_lr']} (at "
+        f"{schedule['base_batch_size']} images), seed {next(iter(specs.values()))['seed']}; "
+        "COCO-protocol metrics on the test split, in percent.",
         "",
         "| dataset | detector | levels, anchors | default | "
         + " | ".join(METRICS)

@@ -283,8 +283,8 @@ def provenance(run_config: Mapping[str, Any] | None = None, **extra: Any) -> dic
     if "faster_coco_eval" in sys.modules:
         packages += ("faster-coco-eval",)
     commit, dirty = _git_commit()
-    train = run_config.get("train") or {}
-    box_loss = run_config.get("box_loss") or {}
+    model = run_config.get("model") or {}
+    box_loss = model.get("box_loss") or {}
     record: dict[str, Any] = {
         "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "git_commit": commit,
@@ -299,12 +299,12 @@ def provenance(run_config: Mapping[str, Any] | None = None, **extra: Any) -> dic
             "machine": platform.machine(),
             "python_implementation": platform.python_implementation(),
         },
-        "run_id": run_config.get("run_id"),
-        "seed": train.get("seed", run_config.get("seed")),
+        "run_id": run_config.get("name"),
+        "seed": run_config.get("seed"),
         "box_loss": box_loss.get("name"),
         "gradient_mode": box_loss.get("gradient"),
-        "iou_head": run_config.get("iou_head"),
-        "scoring": run_config.get("scoring"),
+        "iou_head": model.get("iou_head"),
+        "scoring": (model.get("scoring") or {}).get("method"),
         "dataset": (run_config.get("data") or {}).get("name"),
     }
     record.update(extra)

@@ -1,11 +1,15 @@
 """Experiment matrices: presets -> validated config -> unique run specs -> a plan.
 
-A preset (``config/<name>.yaml``) names datasets, schedules, loss variants and tables. Each
-table is a list of rows; a row is a small matrix (variant x detector x backbone x dataset x
-schedule, any field may be a list) repeated over ``seeds``. Every cell becomes a *run spec*:
-a plain dict holding everything a training run depends on. Its id is derived from a hash of
-its content (the machine-specific dataset root excluded), so a run that appears in several
-tables is trained once, and the same spec gets the same id on every machine.
+A preset (``config/<name>.yaml``, schema ``eiou/schemas/preset.schema.yaml``) names
+datasets, schedules, loss variants and tables. Each table is a list of rows; a row is a
+small matrix (variant x detector x backbone x dataset x schedule, any field may be a list)
+repeated over ``seeds``. Every cell becomes a *run spec*, which is a run config
+(:mod:`eiou.config`, ``run.schema.yaml``) with every default filled in: the preset's
+``model`` section, the row's detector and backbone, the dataset's data section and image
+sizes, the variant's ``box_loss`` / ``iou_head`` / ``scoring`` and the schedule as the
+``train`` section. Its id is derived from a hash of its content (the machine-specific
+dataset root excluded), so a run that appears in several tables is trained once, and the
+same spec gets the same id on every machine.
 
 The paper's Tables I-IV are transcribed in :data:`PAPER_TABLES` (Peng & Yu, IEEE TIP,
 Section V) so that every measured table can be printed beside the paper's numbers.
@@ -28,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from eiou import schemas
 from eiou.io import write_json, write_text
 
 __all__ = [
@@ -38,7 +43,6 @@ __all__ = [
     "ConfigError",
     "build_plan",
     "data_arguments",
-    "default_schema_path",
     "load_config",
     "load_run_spec",
     "paper_reference",
@@ -50,8 +54,9 @@ __all__ = [
     "write_run_spec",
 ]
 
-#: Bump when the meaning of a run spec changes: every run id changes with it.
-SPEC_VERSION = 2
+#: Bump when the meaning of a run spec changes: every run id changes with it. Version 3:
+#: a run spec is exactly a run config (eiou.config), defaults from the package's schemas.
+SPEC_VERSION = 3
 
 #: Metrics of the paper's tables, in the order they are printed.
 METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "AP90", "APs", "APm", "APl", "AR100")
@@ -66,24 +71,17 @@ def _variant(
     label: str,
     name: str,
     *,
-    power: float = 1,
-    sot: bool = False,
-    coder: str = "standard",
     iou_head: bool = False,
     scoring: str = "cls",
+    **box_loss: Any,
 ) -> dict[str, Any]:
+    """A variant: the run config's ``model.box_loss``, ``model.iou_head`` and
+    ``model.scoring`` sections (only what differs from the schema's defaults)."""
     return {
         "label": label,
-        "box_loss": {
-            "name": name,
-            "power": power,
-            "sot": sot,
-            "gradient": "autograd",
-            "coder": coder,
-            "weight": None,  # the detector's default (eiou.engines.torchvision.box_regression)
-        },
+        "box_loss": {"name": name, **box_loss},
         "iou_head": {"enabled": iou_head},
-        "scoring": scoring,
+        "scoring": {"method": scoring},
     }
 
 
@@ -101,7 +99,7 @@ BUILTIN_VARIANTS: dict[str, dict[str, Any]] = {
     "smooth_l1_iou_head": _variant(
         "Smooth-L1 + IoU head", "smooth_l1", iou_head=True, scoring="sqrt_cls_x_iou"
     ),
-    "eiou": _variant("EIoU loss", "eiou", coder="sqrt_area"),
+    "eiou": _variant("EIoU loss", "eiou", power=1, coder="sqrt_area"),
     "eiou_ct": _variant("EIoU + CT", "eiou", power=2, coder="sqrt_area"),
     "eiou_ct_sot": _variant("EIoU + CT + SOT", "eiou", power=2, sot=True, coder="sqrt_area"),
     "eiou_ct_sot_iou_head": _variant(
@@ -254,71 +252,18 @@ def paper_reference(
 
 
 # --------------------------------------------------------------------------- validation
-def default_schema_path() -> Path:
-    """``workflow/schemas/config.schema.yaml`` of the checkout (or of the working folder)."""
-    here = Path.cwd() / "workflow" / "schemas" / "config.schema.yaml"
-    if here.exists():
-        return here
-    return Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
-
-
-def _key_path(path: Iterable[Any]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "<top level>"
-
-
-def _describe(error: Any) -> str:
-    """One line for a jsonschema error; for oneOf/anyOf, what each alternative wanted."""
-    if error.validator in ("oneOf", "anyOf") and error.context:
-        wanted = sorted({e.message for e in error.context if not e.relative_path})
-        if wanted:
-            return f"{error.instance!r} is not allowed: " + "; or ".join(wanted)
-    if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        return f"{error.message}; allowed keys: {allowed}"
-    if error.validator == "pattern" and "smooth_l1|" in error.schema.get("pattern", ""):
-        return (
-            f"{error.instance!r} is neither a registered loss (smooth_l1, iou, giou, diou, "
-            "ciou, eiou, smooth_eiou) nor a dotted import path (my_pkg.losses.my_loss)"
-        )
-    return error.message
-
-
-def validate_config(
-    config: Mapping[str, Any], schema: str | os.PathLike[str] | Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Validate ``config`` against the JSON schema and return a copy with defaults filled in.
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a preset against ``eiou/schemas/preset.schema.yaml`` and return a copy with
+    the defaults filled in.
 
     Raises :class:`ConfigError` naming the offending key (``tables.t1.rows[0].detector``)
     and what is allowed there. Also checks what a schema cannot: that every variant,
-    dataset and schedule a table names is defined.
+    dataset and schedule a table names is defined. Imports no torch.
     """
-    from jsonschema import validators
-
-    if schema is None:
-        schema = default_schema_path()
-    if not isinstance(schema, Mapping):
-        schema = yaml.safe_load(Path(schema).read_text(encoding="utf-8"))
-    base = validators.validator_for(schema)
-
-    def set_defaults(validator, properties, instance, subschema):  # type: ignore[no-untyped-def]
-        if isinstance(instance, dict):
-            for key, sub in properties.items():
-                if "default" in sub and key not in instance:
-                    instance[key] = copy.deepcopy(sub["default"])
-        yield from base.VALIDATORS["properties"](validator, properties, instance, subschema)
-
-    filling = validators.extend(base, {"properties": set_defaults})
-    config = copy.deepcopy(dict(config))
-    errors = sorted(
-        base(schema).iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.path))
-    )
-    if errors:
-        lines = [f"config key {_key_path(e.absolute_path)}: {_describe(e)}" for e in errors[:5]]
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
-    filling(schema).validate(config)
+    try:
+        config = schemas.validate(config, "preset")
+    except schemas.SchemaError as err:
+        raise ConfigError(str(err)) from None
     _check_references(config)
     return config
 
@@ -351,13 +296,15 @@ def _check_references(config: Mapping[str, Any]) -> None:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 
 
-def load_config(
-    path: str | os.PathLike[str], schema: str | os.PathLike[str] | None = None
-) -> dict[str, Any]:
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a preset YAML file and :func:`validate_config` it."""
-    with open(path, encoding="utf-8") as handle:
-        raw = yaml.safe_load(handle) or {}
-    return validate_config(raw, schema)
+    from eiou.config import RunConfigError, read_yaml
+
+    try:
+        raw = read_yaml(path, "preset")
+    except RunConfigError as err:
+        raise ConfigError(str(err)) from None
+    return validate_config(raw)
 
 
 # --------------------------------------------------------------------------- datasets
@@ -450,24 +397,18 @@ def _resolve_variant(ref: Any, config: Mapping[str, Any]) -> tuple[str, dict[str
         name = variant.pop("name", None) or re.sub(
             r"[^A-Za-z0-9_]", "_", variant["box_loss"]["name"].rsplit(".", 1)[-1]
         )
-    defaults = _variant(name, variant["box_loss"]["name"])
-    box_loss = {**defaults["box_loss"], **variant.get("box_loss", {})}
-    return name, {
-        "label": variant.get("label", name),
-        "box_loss": box_loss,
-        "iou_head": {**defaults["iou_head"], **variant.get("iou_head", {})},
-        "scoring": variant.get("scoring", "cls"),
-    }
+    variant.setdefault("label", name)
+    return name, variant
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
-    """SHA-256 of the spec's canonical JSON, without ``run_id`` and the dataset root.
+    """SHA-256 of the spec's canonical JSON, without its ``name`` and the dataset root.
 
     The root is left out so that the same experiment gets the same id wherever the data
-    happens to live.
+    happens to live; the name is the id itself.
     """
     content = copy.deepcopy(dict(spec))
-    content.pop("run_id", None)
+    content.pop("name", None)
     if isinstance(content.get("data"), dict):
         content["data"].pop("root", None)
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
@@ -476,16 +417,27 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
 
 def run_id(spec: Mapping[str, Any]) -> str:
     """``<dataset>-<detector>-<backbone>-<loss>-s<seed>-<hash10>``: readable, content-derived."""
-    loss = spec["box_loss"]["name"].rsplit(".", 1)[-1]
+    model = spec["model"]
     parts = [
         spec["data"]["name"],
-        spec["model"]["detector"],
-        spec["model"]["backbone"],
-        loss,
-        f"s{spec['train']['seed']}",
+        model["detector"],
+        model["backbone"],
+        model["box_loss"]["name"].rsplit(".", 1)[-1],
+        f"s{spec['seed']}",
         spec_hash(spec)[:10],
     ]
     return "-".join(re.sub(r"[^A-Za-z0-9_]", "_", str(p)) for p in parts)
+
+
+def _merged(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in, mapping by mapping."""
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def make_run_spec(
@@ -498,7 +450,14 @@ def make_run_spec(
     schedule: Mapping[str, Any],
     seed: int,
 ) -> dict[str, Any]:
-    """One run spec (``run_id`` included): what ``eiou train/predict/evaluate`` read."""
+    """One run spec: a run config with every default filled in, named by its id.
+
+    The model section is the preset's ``model`` with the row's detector and backbone, the
+    dataset's image sizes, the variant's ``box_loss`` (replacing the preset's) and its
+    ``iou_head`` and ``scoring`` (merged over the preset's); the schedule is the ``train``
+    section as given (its ``batch_size`` counts the images of one iteration over all
+    processes, so a run means the same on 1 or 8 GPUs).
+    """
     data = {
         "name": dataset_name,
         "kind": dataset["kind"],
@@ -509,30 +468,31 @@ def make_run_spec(
         "has_ground_truth": dataset["has_ground_truth"],
         **copy.deepcopy(dataset.get("options", {})),
     }
-    spec: dict[str, Any] = {
-        "spec_version": SPEC_VERSION,
-        "data": data,
-        "model": {
+    model = _merged(
+        config.get("model", {}),
+        {
             "detector": detector,
             "backbone": backbone,
-            "pretrained": bool(config.get("model", {}).get("pretrained", False)),
             "min_size": dataset["min_size"],
             "max_size": dataset["max_size"],
+            "iou_head": variant.get("iou_head", {}),
+            "scoring": variant.get("scoring", {}),
         },
-        "box_loss": copy.deepcopy(dict(variant["box_loss"])),
-        "iou_head": copy.deepcopy(dict(variant["iou_head"])),
-        "scoring": variant["scoring"],
-        # The schedule's batch_size counts the images of one iteration over all GPUs, and
-        # its base_lr is the lr at that batch: eiou.train splits the batch over the
-        # processes it is launched with, so a run means the same on 1 or 8 GPUs.
-        "train": {
-            **{k: copy.deepcopy(v) for k, v in schedule.items() if k != "batch_size"},
-            "global_batch_size": schedule["batch_size"],
-            "base_batch_size": schedule["batch_size"],
-            "seed": int(seed),
-        },
+    )
+    model["box_loss"] = copy.deepcopy(dict(variant["box_loss"]))
+    raw = {
+        "spec_version": SPEC_VERSION,
+        "seed": int(seed),
+        "data": data,
+        "model": model,
+        "train": copy.deepcopy(dict(schedule)),
     }
-    return {"run_id": run_id(spec), **spec}
+    try:
+        spec = schemas.validate(raw, "run", where="run spec")
+    except schemas.SchemaError as err:
+        raise ConfigError(f"{err} (built from dataset {dataset_name!r})") from None
+    spec["name"] = run_id(spec)
+    return {"name": spec.pop("name"), **spec}
 
 
 def build_plan(config: Mapping[str, Any], check_roots: bool | None = None) -> dict[str, Any]:
@@ -565,8 +525,8 @@ def build_plan(config: Mapping[str, Any], check_roots: bool | None = None) -> di
                         config["schedules"][sname],
                         config.get("base_seed", 0) + i,
                     )
-                    runs.setdefault(spec["run_id"], spec)
-                    ids.append(spec["run_id"])
+                    runs.setdefault(spec["name"], spec)
+                    ids.append(spec["name"])
                 rows.append(
                     {
                         "variant": vname,

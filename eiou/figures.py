@@ -171,10 +171,10 @@ def recall_frame(
             records.append(
                 {
                     "run_id": rid,
-                    "label": labels.get(rid, spec["box_loss"]["name"]),
+                    "label": labels.get(rid, spec["model"]["box_loss"]["name"]),
                     "dataset": spec["data"]["name"],
                     "detector": spec["model"]["detector"],
-                    "seed": spec["train"]["seed"],
+                    "seed": spec["seed"],
                     "iou": round(float(iou), 2),
                     "value": scale * float(value),
                 }

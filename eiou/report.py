@@ -86,13 +86,13 @@ def summary_markdown(
         "|---|---|---|---|---|---|",
     ]
     for rid, spec in runs.items():
-        loss = spec["box_loss"]
-        name = loss["name"] + (f" p={loss['power']}" if loss.get("power", 1) != 1 else "")
+        loss = spec["model"]["box_loss"]
+        name = loss["name"] + (f" p={loss['power']}" if loss.get("power") not in (None, 1) else "")
         name += " +SOT" if loss.get("sot") else ""
-        name += " +IoU head" if spec["iou_head"].get("enabled") else ""
+        name += " +IoU head" if spec["model"]["iou_head"].get("enabled") else ""
         lines.append(
             f"| `{rid}` | {spec['data']['name']} | {spec['model']['detector']} | "
-            f"{spec['model']['backbone']} | {name} | {spec['train']['seed']} |"
+            f"{spec['model']['backbone']} | {name} | {spec['seed']} |"
         )
     lines += ["", "## Paper tables referred to", ""]
     used = sorted({t["paper_table"] for t in plan["tables"] if t.get("paper_table")})

@@ -179,8 +179,8 @@ def test_mismatched_predictions_and_missing_ground_truth_are_errors() -> None:
 
 
 def test_write_metrics_and_provenance(tmp_path: Path) -> None:
-    spec = {"run_id": "r1", "train": {"seed": 7}, "scoring": "cls_times_iou",
-            "box_loss": {"name": "eiou", "gradient": "appendix"}}  # fmt: skip
+    spec = {"name": "r1", "seed": 7, "model": {"scoring": {"method": "cls_times_iou"},
+            "box_loss": {"name": "eiou", "gradient": "appendix"}}}  # fmt: skip
     record = evaluate.provenance(spec, extra_key="x")
     assert record["seed"] == 7 and record["scoring"] == "cls_times_iou"
     assert record["gradient_mode"] == "appendix" and record["extra_key"] == "x"
@@ -227,7 +227,7 @@ def test_cli_evaluate(tmp_path: Path) -> None:
     (tmp_path / "pred.json").write_text(
         json.dumps([{"image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50], "score": 0.5}])
     )
-    (tmp_path / "run.yaml").write_text("run_id: abc\ntrain: {seed: 3}\nscoring: cls\n")
+    (tmp_path / "run.yaml").write_text("name: abc\nseed: 3\nmodel: {scoring: {method: cls}}\n")
     rc = main(["evaluate", "--gt", str(tmp_path / "gt.json"), "--predictions",
                str(tmp_path / "pred.json"), "--output", str(tmp_path / "m.json"),
                "--run-config", str(tmp_path / "run.yaml")])  # fmt: skip

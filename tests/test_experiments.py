@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from eiou import experiments
+from eiou.config import load_run_config
 from eiou.experiments import ConfigError, build_plan, validate_config
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def minimal(**tables) -> dict:
@@ -42,12 +42,12 @@ def minimal(**tables) -> dict:
 
 
 def plan_of(config: dict, **kwargs) -> dict:
-    return build_plan(validate_config(config, SCHEMA), **kwargs)
+    return build_plan(validate_config(config), **kwargs)
 
 
 # --------------------------------------------------------------------------- validation
 def test_defaults_are_filled_in():
-    config = validate_config(minimal(), SCHEMA)
+    config = validate_config(minimal())
     assert config["seeds"] == 1
     assert config["paper_setting"] is False
     assert config["schedules"]["short"]["momentum"] == 0.9
@@ -56,7 +56,7 @@ def test_defaults_are_filled_in():
     assert config["tables"]["t1"]["baseline"] == "smooth_l1"
     # the defaults are copies: filling one config does not touch another
     config["resources"]["train"]["gpu"] = 4
-    assert validate_config(minimal(), SCHEMA)["resources"]["train"]["gpu"] == 0
+    assert validate_config(minimal())["resources"]["train"]["gpu"] == 0
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_schema_errors_name_the_key_and_what_is_allowed(path, value, key, allowe
         target = target[part]
     target[path[-1]] = value
     with pytest.raises(ConfigError) as info:
-        validate_config(config, SCHEMA)
+        validate_config(config)
     message = str(info.value)
     assert f"config key {key}" in message
     assert allowed in message
@@ -95,15 +95,15 @@ def test_schema_errors_name_the_key_and_what_is_allowed(path, value, key, allowe
 def test_unknown_top_level_key_lists_the_allowed_keys():
     config = minimal()
     config["seed"] = 3
-    with pytest.raises(ConfigError, match=r"config key <top level>.*'seed'.*allowed keys.*'seeds'"):
-        validate_config(config, SCHEMA)
+    with pytest.raises(ConfigError, match=r"config key seed: unknown key; allowed: .*\bseeds\b"):
+        validate_config(config)
 
 
 def test_bad_loss_name_is_explained():
     config = minimal()
     config["tables"]["t1"]["rows"][0]["variant"] = [{"box_loss": {"name": "not a loss"}}]
     with pytest.raises(ConfigError, match=r"variant\[0\]\.box_loss\.name.*registered loss"):
-        validate_config(config, SCHEMA)
+        validate_config(config)
 
 
 def test_unknown_variant_dataset_schedule_are_reported():
@@ -112,7 +112,7 @@ def test_unknown_variant_dataset_schedule_are_reported():
     row["variant"] = ["smooth_l1", "eiuo"]
     row["dataset"] = "voc"
     with pytest.raises(ConfigError) as info:
-        validate_config(config, SCHEMA)
+        validate_config(config)
     message = str(info.value)
     assert "tables.t1.rows[0].variant: 'eiou' is not" not in message
     assert "'eiuo' is not a variant" in message and "eiou_ct_sot" in message
@@ -121,7 +121,7 @@ def test_unknown_variant_dataset_schedule_are_reported():
 
 def test_every_preset_validates():
     for preset in ("mini", "smoke", "paper"):
-        config = experiments.load_config(ROOT / "config" / f"{preset}.yaml", SCHEMA)
+        config = experiments.load_config(ROOT / "config" / f"{preset}.yaml")
         assert config["preset"] == preset
         assert config["paper_setting"] is (preset == "paper")
 
@@ -178,7 +178,7 @@ def test_matrix_expansion_and_seeds():
     ]
     assert all(len(r["run_ids"]) == 3 for r in table["rows"])
     assert len(plan["runs"]) == 12
-    seeds = sorted(plan["runs"][rid]["train"]["seed"] for rid in table["rows"][0]["run_ids"])
+    seeds = sorted(plan["runs"][rid]["seed"] for rid in table["rows"][0]["run_ids"])
     assert seeds == [0, 1, 2]
 
 
@@ -215,41 +215,38 @@ def test_new_loss_by_dotted_path_is_one_edit():
     new = [r for r in plan["tables"][0]["rows"] if r["label"] == "Alpha-IoU"]
     assert len(new) == 2 and new[0]["variant"] == "alpha_iou"
     spec = plan["runs"][new[0]["run_ids"][0]]
-    assert spec["box_loss"] == {
+    assert spec["model"]["box_loss"] == {
         "name": "my_pkg.losses.alpha_iou",
         "power": 3,
-        "sot": False,
+        "sot": None,
         "gradient": "autograd",
         "coder": "standard",
+        "coder_weights": None,
         "weight": None,
     }
-    assert spec["iou_head"] == {"enabled": False} and spec["scoring"] == "cls"
+    assert spec["model"]["iou_head"] == {"enabled": False, "weight": 1.0}
+    assert spec["model"]["scoring"]["method"] == "cls"
+
+
+def test_schema_defaults_never_override_a_losss_own_default():
+    """An inline {name: smooth_eiou} without power trains Smooth-EIoU (power 2), not EIoU."""
+    from eiou.engines.torchvision.box_regression import build_box_regression
+
+    config = minimal()
+    config["tables"]["t1"]["rows"][0]["variant"] = [{"box_loss": {"name": "smooth_eiou"}}]
+    spec = next(iter(plan_of(config)["runs"].values()))
+    assert spec["model"]["box_loss"]["power"] is None
+    for stage in ("faster_rcnn", "retinanet"):
+        assert build_box_regression(spec["model"]["box_loss"], stage).box_loss.power == 2.0
 
 
 def test_run_spec_contents_follow_the_contract():
     plan = plan_of(minimal())
     spec = next(iter(plan["runs"].values()))
-    assert set(spec) == {
-        "run_id",
-        "spec_version",
-        "data",
-        "model",
-        "box_loss",
-        "iou_head",
-        "scoring",
-        "train",
-    }
-    assert {
-        "max_iter",
-        "base_lr",
-        "global_batch_size",
-        "base_batch_size",
-        "steps",
-        "warmup_iters",
-        "checkpoint_period",
-        "amp",
-        "seed",
-    } <= set(spec["train"])
+    # a run spec IS a run config: the same layout, every default filled in, loadable as is
+    assert set(spec) == {"name", "spec_version", "seed", "data", "model", "train", "predict"}
+    assert load_run_config(spec) == spec
+    assert spec["train"] == {**load_run_config({})["train"], **minimal()["schedules"]["short"]}
     assert spec["data"]["kind"] == "synthetic" and spec["data"]["root"] == "results/data/shapes"
     assert spec["model"]["detector"] in ("faster_rcnn", "retinanet")
 
@@ -257,7 +254,7 @@ def test_run_spec_contents_follow_the_contract():
 def test_paper_variants_match_table_one():
     v = experiments.BUILTIN_VARIANTS
     assert v["iou"]["box_loss"]["name"] == "iou"
-    assert v["eiou"]["box_loss"]["power"] == 1 and not v["eiou"]["box_loss"]["sot"]
+    assert v["eiou"]["box_loss"]["power"] == 1 and not v["eiou"]["box_loss"].get("sot")
     assert v["eiou_ct"]["box_loss"]["power"] == 2
     assert v["eiou_ct_sot"]["box_loss"]["sot"] and not v["eiou_ct_sot"]["iou_head"]["enabled"]
     assert v["eiou_ct_sot_iou_head"]["iou_head"]["enabled"]
@@ -275,13 +272,13 @@ def test_hash_is_stable_and_content_derived(tmp_path, monkeypatch):
     )
     assert experiments.spec_hash(fixed) != experiments.spec_hash({**fixed, "a": 2})
     # the id is recomputed from the content
-    assert experiments.run_id(spec) == spec["run_id"]
+    assert experiments.run_id(spec) == spec["name"]
     changed = copy.deepcopy(spec)
-    changed["train"]["seed"] += 1
-    assert experiments.run_id(changed) != spec["run_id"]
+    changed["seed"] += 1
+    assert experiments.run_id(changed) != spec["name"]
     changed = copy.deepcopy(spec)
-    changed["box_loss"]["gradient"] = "paper"
-    assert experiments.run_id(changed) != spec["run_id"]
+    changed["model"]["box_loss"]["gradient"] = "paper"
+    assert experiments.run_id(changed) != spec["name"]
     # the dataset root is machine-specific and does not change the id
     monkeypatch.setenv("EIOU_TEST_ROOT_A", str(tmp_path))
     (tmp_path / "b").mkdir()
@@ -343,7 +340,7 @@ def test_paper_tables_transcription():
 
 
 def test_paper_preset_follows_section_v_a():
-    config = experiments.load_config(ROOT / "config" / "paper.yaml", SCHEMA)
+    config = experiments.load_config(ROOT / "config" / "paper.yaml")
     s = config["schedules"]
     assert (s["voc_20k"]["max_iter"], s["voc_20k"]["steps"]) == (20000, [12000, 18000])
     assert (s["coco_90k"]["max_iter"], s["coco_90k"]["steps"]) == (90000, [60000, 80000])
@@ -359,5 +356,7 @@ def test_paper_preset_follows_section_v_a():
     assert d["voc"]["min_size"] == 500 and d["coco"]["min_size"] == 800
     assert d["voc"]["train_splits"] == ["voc_2007_trainval", "voc_2012_trainval"]
     assert d["coco_test_dev"]["has_ground_truth"] is False
-    assert config["model"]["pretrained"] is True
+    assert config["model"]["weights"] == "imagenet"
+    assert {s["warmup_iters"] for s in s.values()} == {500}  # Detectron: linear over 500
+    assert {round(s["warmup_factor"], 4) for s in s.values()} == {0.3333}  # from lr / 3
     assert config["resources"]["train"]["gpu"] == 8

@@ -47,13 +47,14 @@ def test_new_loss_snippet_is_one_edit_of_a_preset():
     config["tables"]["table2"]["rows"][0]["variant"] = edit["tables"]["table2"]["rows"][0][
         "variant"
     ]
-    config = experiments.validate_config(config, experiments.default_schema_path())
+    config = experiments.validate_config(config)
     after = experiments.build_plan(config, check_roots=False)
     new = [r for t in after["tables"] for r in t["rows"] if r["label"] == "Alpha-IoU"]
     assert len(new) == 2  # the row's two detectors
     assert len(after["runs"]) == len(before["runs"]) + 2
     spec = after["runs"][new[0]["run_ids"][0]]
-    assert spec["box_loss"]["name"] == "my_pkg.losses.alpha_iou" and spec["box_loss"]["power"] == 3
+    loss = spec["model"]["box_loss"]
+    assert loss["name"] == "my_pkg.losses.alpha_iou" and loss["power"] == 3
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,6 @@ from eiou import tables
 from eiou.experiments import build_plan, validate_config
 from eiou.io import write_json
 
-SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
-
 # AP as fractions, per (variant, detector): one value per seed
 AP = {
     ("smooth_l1", "faster_rcnn"): [0.40, 0.42],
@@ -48,7 +46,7 @@ def make_plan(seeds: int = 2, paper_setting: bool = False) -> dict:
             }
         },
     }
-    return build_plan(validate_config(config, SCHEMA))
+    return build_plan(validate_config(config))
 
 
 def fabricate(plan: dict, runs_dir: Path, skip: set[tuple[str, str, int]] = frozenset()) -> None:

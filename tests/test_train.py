@@ -15,7 +15,7 @@ import yaml
 from engine_helpers import data_config, run_config, state_dicts_equal
 
 from eiou import losses
-from eiou.config import DEFAULTS, RunConfigError, load_run_config
+from eiou.config import RunConfigError, defaults, load_run_config
 from eiou.data import build_dataset
 from eiou.train import (
     IterationBatchSampler,
@@ -48,7 +48,7 @@ def test_defaults_are_filled_and_loading_is_idempotent(tmp_path) -> None:
     assert cfg["model"]["box_loss"]["coder"] == "standard"
     assert cfg["train"]["momentum"] == 0.9 and cfg["train"]["weight_decay"] == 1e-4
     assert cfg["train"]["base_lr"] == 0.02 and cfg["train"]["base_batch_size"] == 16
-    assert cfg["model"]["scoring"] == DEFAULTS["model"]["scoring"]
+    assert cfg["model"]["scoring"] == defaults()["model"]["scoring"]
     assert load_run_config(cfg) == cfg
 
 
@@ -77,21 +77,15 @@ def test_invalid_keys_are_named(bad: dict, key: str) -> None:
         load_run_config(bad)
 
 
-def test_workflow_run_specs_are_accepted() -> None:
-    """Every run spec the mini preset plans loads, with its settings mapped onto the keys."""
+def test_workflow_run_specs_are_run_configs() -> None:
+    """Every run spec a preset plans is a complete run config: loading it changes nothing."""
     from eiou import experiments
 
-    config = experiments.load_config(REPO / "config" / "mini.yaml")
-    specs = experiments.build_plan(config, check_roots=False)["runs"]
-    for run_id, spec in specs.items():
-        cfg = load_run_config(spec)
-        assert cfg["name"] == run_id and cfg["seed"] == spec["train"]["seed"]
-        assert cfg["model"]["box_loss"]["name"] == spec["box_loss"]["name"]
-        assert cfg["model"]["iou_head"]["enabled"] == spec["iou_head"]["enabled"]
-        assert cfg["model"]["scoring"]["method"] == spec["scoring"]
-        assert cfg["model"]["weights"] == ("imagenet" if spec["model"]["pretrained"] else "none")
-        assert cfg["train"]["max_iter"] == spec["train"]["max_iter"]
-        assert cfg["data"] == spec["data"]
+    for preset in ("mini", "paper"):
+        config = experiments.load_config(REPO / "config" / f"{preset}.yaml")
+        specs = experiments.build_plan(config, check_roots=False)["runs"]
+        for run_id, spec in specs.items():
+            assert load_run_config(spec) == spec and spec["name"] == run_id
 
 
 # --------------------------------------------------------------------------- schedule, data
@@ -115,12 +109,12 @@ def test_workflow_schedule_means_the_same_on_any_number_of_processes(world_size:
         tcfg = load_run_config(spec)["train"]
         batch = per_process_batch_size(tcfg, world_size)
         assert batch * world_size == 16
-        assert scaled_lr(tcfg, batch, world_size) == pytest.approx(0.02)
+        assert scaled_lr(tcfg) == pytest.approx(0.02)
 
 
-def test_global_batch_must_divide_over_processes() -> None:
+def test_batch_must_divide_over_processes() -> None:
     with pytest.raises(ValueError, match="not divisible by the 3 processes"):
-        per_process_batch_size({"global_batch_size": 16, "batch_size": 2}, 3)
+        per_process_batch_size({"batch_size": 16}, 3)
 
 
 def test_sampler_stream_is_resumable_and_split_across_ranks() -> None:
@@ -154,8 +148,10 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
-def _log(path: Path) -> list[dict]:
-    return [json.loads(x) for x in (path / "train_log.jsonl").read_text().splitlines()]
+def _log(path: Path, events: bool = False) -> list[dict]:
+    """The records of ``train_log.jsonl``: training steps, or (``events``) the others."""
+    records = [json.loads(x) for x in (path / "train_log.jsonl").read_text().splitlines()]
+    return [r for r in records if ("event" in r) == events]
 
 
 def test_killed_and_resumed_run_is_bit_identical(shapes: dict, tmp_path) -> None:
@@ -184,17 +180,45 @@ def test_killed_and_resumed_run_is_bit_identical(shapes: dict, tmp_path) -> None
     for a, b in zip(log_a, log_b, strict=True):
         a.pop("seconds_per_iteration"), b.pop("seconds_per_iteration")
         assert a == b
+    assert [e["event"] for e in _log(killed, events=True)] == ["resumed"]
     # a finished run reruns as a no-op that rewrites the same final weights
     train(cfg, killed, progress=False)
     again = torch.load(killed / "model_final.pth", weights_only=True)
     assert state_dicts_equal(again["model"], final_b["model"]) == []
+    # removing the final model (snakemake -R train) retrains from scratch, not from the end
+    (killed / "model_final.pth").unlink()
+    calls: list[int] = []
+    train(cfg, killed, progress=False, callbacks=[calls.append])
+    assert calls == list(range(1, 8))
+    assert [e["event"] for e in _log(killed, events=True)] == ["restarted"]
+    again = torch.load(killed / "model_final.pth", weights_only=True)
+    assert state_dicts_equal(again["model"], final_b["model"]) == []
+
+
+def test_resume_across_a_code_change_is_logged(shapes: dict, tmp_path, monkeypatch) -> None:
+    import eiou.train as train_module
+
+    cfg = run_config(shapes, "faster_rcnn", "giou", max_iter=4, checkpoint_period=2)
+    stop = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, json.dumps(cfg), str(tmp_path), "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert stop.returncode == -9, stop.stderr[-2000:]
+    monkeypatch.setattr(train_module, "code_digest", lambda: "0123456789abcdef")
+    train(cfg, tmp_path, progress=False)
+    (event,) = _log(tmp_path, events=True)
+    assert event["event"] == "resumed" and event["code_changed"] is True
+    assert event["code_now"] == "0123456789abcdef" and event["iteration"] == 2
 
 
 def test_resume_refuses_a_different_model(shapes: dict, tmp_path) -> None:
     cfg = run_config(shapes, "faster_rcnn", "giou", max_iter=2)
     train(cfg, tmp_path, progress=False)
     other = run_config(shapes, "faster_rcnn", "smooth_l1", max_iter=2)
-    with pytest.raises(ValueError, match="different 'model'"):
+    with pytest.raises(RunConfigError, match=r"different run config \(model\.box_loss\.name"):
         train(other, tmp_path, progress=False)
     train(other, tmp_path, progress=False, resume=False)  # explicit fresh start works
 
@@ -211,11 +235,9 @@ class _NaNAfterCalls(losses.GIoULoss):
 
 
 def test_nan_loss_stops_with_iteration_and_term(shapes: dict, tmp_path) -> None:
-    if "test_nan_after_calls" not in losses.available():
-        losses.register("test_nan_after_calls")(_NaNAfterCalls)
     _NaNAfterCalls.calls = 0
     cfg = run_config(shapes, "retinanet", "giou", max_iter=6, checkpoint_period=2)
-    cfg["model"]["box_loss"]["name"] = "test_nan_after_calls"
+    cfg["model"]["box_loss"]["name"] = f"{__name__}._NaNAfterCalls"  # a user's loss by path
     with pytest.raises(NonFiniteLossError, match=r"iteration 3 \(loss_box_reg=nan\)") as err:
         train(cfg, tmp_path, progress=False)
     assert "model_0000002.pth" in str(err.value)
@@ -262,7 +284,7 @@ def test_amp_option_trains_on_cpu(shapes: dict, tmp_path) -> None:
 def test_torchrun_two_processes_on_cpu(shapes: dict, tmp_path) -> None:
     """``torchrun --nproc_per_node 2`` (gloo on a CPU): the global batch is split over the
     ranks, the lr is the schedule's, rank 0 writes one log, checkpoint and final model."""
-    cfg = run_config(shapes, "faster_rcnn", "full", max_iter=3, global_batch_size=2)
+    cfg = run_config(shapes, "faster_rcnn", "full", max_iter=3, batch_size=2)
     cfg["train"]["base_batch_size"] = 2
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))

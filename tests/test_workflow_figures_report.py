@@ -13,7 +13,6 @@ from eiou import figures, report, tables
 from eiou.experiments import build_plan, validate_config
 from eiou.io import write_json, write_text
 
-SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 IOUS = [round(0.5 + 0.05 * i, 2) for i in range(10)]
 
 
@@ -44,7 +43,7 @@ def make_plan() -> dict:
             },
         },
     }
-    return build_plan(validate_config(config, SCHEMA))
+    return build_plan(validate_config(config))
 
 
 def fabricate(plan: dict, runs_dir: Path) -> None:

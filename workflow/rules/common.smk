@@ -10,15 +10,12 @@ from snakemake.exceptions import WorkflowError
 
 from eiou import evaluate, experiments, figures, tables
 
-SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
-
-# 1) readable errors that name the offending key; 2) Snakemake's own validation, which
-# also fills in the schema's defaults.
+# The preset is checked against the package's schema (eiou/schemas/preset.schema.yaml),
+# which also fills in the defaults; an error names the offending key.
 try:
-    config.update(experiments.validate_config(config, SCHEMA))
+    config.update(experiments.validate_config(config))
 except experiments.ConfigError as err:
     raise WorkflowError(str(err)) from None
-validate(config, "../schemas/config.schema.yaml")
 
 # The plan: every unique run (content-hashed id) and every table row. Missing dataset
 # roots fail here, before any job is scheduled.
@@ -99,6 +96,15 @@ def write_logged(writer, path, obj, log_path):
     writer(path, obj)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     Path(log_path).write_text(f"wrote {path}\n")
+
+
+def check_runs_deeply(runs):
+    """Build each run's losses once; raise one WorkflowError listing every problem."""
+    from eiou.config import check_run_config
+
+    problems = [f"run {rid}: {p}" for rid, spec in runs.items() for p in check_run_config(spec)]
+    if problems:
+        raise WorkflowError("invalid runs (nothing was trained):\n  " + "\n  ".join(problems))
 
 
 def option_args(options):

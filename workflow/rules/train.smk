@@ -4,6 +4,9 @@
 # automatically; the runtime request doubles on each attempt).
 
 
+# Writing the plan also builds every run's losses once (eiou.config.check_run_config), so
+# an option the core rejects (SOT on smooth-L1, a dotted path that does not import) stops
+# the workflow before any run spec, and so any training, exists.
 rule plan:
     output:
         "results/plan.json",
@@ -12,12 +15,15 @@ rule plan:
     params:
         plan=PLAN,
     run:
+        check_runs_deeply(params.plan["runs"])
         write_logged(experiments.write_plan, output[0], params.plan, log[0])
 
 
 # A shell rule, not `run:`: Snakemake spawns a whole new Snakemake process for each `run:`
 # job, seconds apiece. The spec's text is a param, so a changed spec reruns the run.
 rule run_spec:
+    input:
+        ancient("results/plan.json"),
     output:
         "results/runs/{run}/run.yaml",
     log:
