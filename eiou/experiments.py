@@ -26,7 +26,7 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,11 @@ __all__ = [
     "paper_reference",
     "run_id",
     "run_spec_text",
+    "select_candidates",
     "spec_hash",
     "validate_config",
+    "validated_runs",
+    "variant_candidates",
     "write_plan",
     "write_run_spec",
 ]
@@ -272,18 +275,42 @@ def _check_references(config: Mapping[str, Any]) -> None:
     variants = set(BUILTIN_VARIANTS) | set(config.get("variants", {}))
     problems = []
     for tname, table in config["tables"].items():
-        if table.get("baseline") not in variants:
+        inline = {
+            _resolve_variant(ref, config)[0]
+            for row in table["rows"]
+            for ref in _as_list(row["variant"])
+            if isinstance(ref, Mapping)
+        }
+        if table.get("baseline") not in variants | inline:
             problems.append(
                 f"config key tables.{tname}.baseline: {table.get('baseline')!r} is not a "
-                f"variant; allowed: {sorted(variants)}"
+                f"variant; allowed: {sorted(variants | inline)}"
             )
         for i, row in enumerate(table["rows"]):
             where = f"tables.{tname}.rows[{i}]"
-            for ref in _as_list(row["variant"]):
+            refs = _as_list(row["variant"])
+            for j, ref in enumerate(refs):
                 if isinstance(ref, str) and ref not in variants:
                     problems.append(
                         f"config key {where}.variant: {ref!r} is not a variant; allowed: "
                         f"{sorted(variants)} or an inline {{box_loss: {{name: ...}}}}"
+                    )
+                    continue
+                at = f"{where}.variant" + (f"[{j}]" if isinstance(row["variant"], list) else "")
+                variant = ref if isinstance(ref, Mapping) else config["variants"].get(ref)
+                if variant is None:  # built in
+                    continue
+                if not isinstance(ref, Mapping):
+                    at = f"variants.{ref}"
+                try:
+                    candidates = variant_candidates(variant, {}, at)
+                except ConfigError as err:
+                    problems += str(err).splitlines()[1:]
+                    continue
+                if len(candidates) > 1 and not table.get("tuning"):
+                    problems.append(
+                        f"config key {at}: option lists are candidates for tuning; add a "
+                        f"tuning section to tables.{tname}"
                     )
             for field, known in (("dataset", "datasets"), ("schedule", "schedules")):
                 for ref in _as_list(row[field]):
@@ -293,7 +320,8 @@ def _check_references(config: Mapping[str, Any]) -> None:
                             f"{known}; allowed: {sorted(config[known])}"
                         )
     if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+        lines = list(dict.fromkeys(p.strip() for p in problems))
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -449,8 +477,15 @@ def make_run_spec(
     backbone: str,
     schedule: Mapping[str, Any],
     seed: int,
+    *,
+    holdout: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One run spec: a run config with every default filled in, named by its id.
+
+    ``holdout`` (``{fraction, seed}``) carves a validation split out of the training data
+    (a tuned table's runs); ``overrides`` sets dotted run-config keys (a tuning grid's
+    values) last.
 
     The model section is the preset's ``model`` with the row's detector and backbone, the
     dataset's image sizes, the variant's ``box_loss`` (replacing the preset's) and its
@@ -480,6 +515,8 @@ def make_run_spec(
         },
     )
     model["box_loss"] = copy.deepcopy(dict(variant["box_loss"]))
+    if holdout:
+        data["holdout"] = dict(holdout)
     raw = {
         "spec_version": SPEC_VERSION,
         "seed": int(seed),
@@ -487,6 +524,12 @@ def make_run_spec(
         "model": model,
         "train": copy.deepcopy(dict(schedule)),
     }
+    for key, value in (overrides or {}).items():
+        section, *path = key.split(".")
+        target = raw[section]
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = copy.deepcopy(value)
     try:
         spec = schemas.validate(raw, "run", where="run spec")
     except schemas.SchemaError as err:
@@ -495,38 +538,119 @@ def make_run_spec(
     return {"name": spec.pop("name"), **spec}
 
 
+def _is_value(key: str, value: Any) -> bool:
+    """Whether a variant option is one value (not a list of candidate values)."""
+    if not isinstance(value, list):
+        return True
+    return key == "coder_weights" and all(isinstance(v, int | float) for v in value)
+
+
+def variant_candidates(
+    variant: Mapping[str, Any], grid: Mapping[str, list[Any]], where: str
+) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """``[(values, variant, overrides)]``: one per candidate of a variant in a tuned table.
+
+    The candidates are the product of the variant's option lists (in ``box_loss`` and
+    ``iou_head``) and the table's ``grid`` (dotted run-config keys). ``values`` names what
+    the candidate chose (``{"model.box_loss.weight": 5, "train.base_lr": 0.01}``); each
+    candidate's box loss is checked as a run config's ``model.box_loss``.
+    """
+    axes: list[tuple[str, list[Any]]] = []
+    for section in ("box_loss", "iou_head"):
+        for key, value in (variant.get(section) or {}).items():
+            if not _is_value(key, value):
+                axes.append((f"model.{section}.{key}", list(value)))
+    axes += [(key, list(values)) for key, values in grid.items()]
+    out = []
+    for combo in itertools.product(*(values for _, values in axes)):
+        chosen = dict(zip((key for key, _ in axes), combo, strict=True))
+        candidate = copy.deepcopy(dict(variant))
+        overrides = {}
+        for key, value in chosen.items():
+            section, *path = key.split(".")
+            if section == "model" and len(path) == 2 and path[0] in ("box_loss", "iou_head"):
+                candidate[path[0]][path[1]] = value
+            else:
+                overrides[key] = value
+        try:
+            schemas.validate(
+                candidate["box_loss"], "definitions#box_loss", prefix=f"{where}.box_loss"
+            )
+            schemas.validate(
+                candidate.get("iou_head") or {}, "definitions#iou_head", prefix=f"{where}.iou_head"
+            )
+        except schemas.SchemaError as err:
+            raise ConfigError(str(err)) from None
+        out.append((chosen, candidate, overrides))
+    return out
+
+
+def _candidate_label(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in values.items())
+
+
 def build_plan(config: Mapping[str, Any], check_roots: bool | None = None) -> dict[str, Any]:
     """Expand a validated config into ``{"runs": {id: spec}, "tables": [...], ...}``.
 
-    Each table row lists the run ids of its seeds and the paper's numbers (if any); runs
-    with identical content share one id and appear once in ``runs``.
+    Each table row lists its ``candidates`` (one unless the table tunes), each with the run
+    ids of its seeds, and the paper's numbers (if any); runs with identical content share
+    one id and appear once in ``runs``. An untuned row's ``run_ids`` are its one
+    candidate's; a tuned row's are empty until :func:`select_candidates` chose one.
+
+    Raises:
+        ConfigError: an option list outside a tuned table, or variants of one tuned table
+            with different numbers of candidates (budgets).
     """
     datasets = resolve_datasets(config, check_roots)
     runs: dict[str, dict[str, Any]] = {}
     tables = []
     for tname, table in config["tables"].items():
         seeds = int(table.get("seeds") or config.get("seeds", 1))
-        rows = []
+        tuning = table.get("tuning")
+        holdout = (
+            {"fraction": tuning["holdout_fraction"], "seed": tuning["holdout_seed"]}
+            if tuning
+            else None
+        )
+        rows: list[dict[str, Any]] = []
         for row in table["rows"]:
             axes = [
                 _as_list(row[k]) for k in ("variant", "detector", "backbone", "dataset", "schedule")
             ]
             for vref, detector, backbone, dname, sname in itertools.product(*axes):
                 vname, variant = _resolve_variant(vref, config)
-                ids = []
-                for i in range(seeds):
-                    spec = make_run_spec(
-                        config,
-                        datasets[dname],
-                        dname,
-                        variant,
-                        detector,
-                        backbone,
-                        config["schedules"][sname],
-                        config.get("base_seed", 0) + i,
+                where = f"tables.{tname}.rows[{len(rows)}] variant {vname}"
+                if tuning:
+                    candidates = variant_candidates(variant, tuning["grid"], where)
+                else:
+                    listed = variant_candidates(variant, {}, where)
+                    if len(listed) > 1:
+                        raise ConfigError(
+                            f"config key {where}: option lists are candidates for tuning; "
+                            f"add a tuning section to tables.{tname}"
+                        )
+                    candidates = listed
+                records = []
+                for values, candidate, overrides in candidates:
+                    ids = []
+                    for i in range(seeds):
+                        spec = make_run_spec(
+                            config,
+                            datasets[dname],
+                            dname,
+                            candidate,
+                            detector,
+                            backbone,
+                            config["schedules"][sname],
+                            config.get("base_seed", 0) + i,
+                            holdout=holdout,
+                            overrides=overrides,
+                        )
+                        runs.setdefault(spec["name"], spec)
+                        ids.append(spec["name"])
+                    records.append(
+                        {"values": values, "label": _candidate_label(values), "run_ids": ids}
                     )
-                    runs.setdefault(spec["name"], spec)
-                    ids.append(spec["name"])
                 rows.append(
                     {
                         "variant": vname,
@@ -535,13 +659,22 @@ def build_plan(config: Mapping[str, Any], check_roots: bool | None = None) -> di
                         "backbone": backbone,
                         "dataset": dname,
                         "schedule": sname,
-                        "run_ids": ids,
+                        "candidates": records,
+                        "run_ids": [] if tuning else records[0]["run_ids"],
                         "has_ground_truth": datasets[dname]["has_ground_truth"],
                         "paper": paper_reference(
                             table.get("paper_table"), vname, detector, backbone
                         ),
                     }
                 )
+            if tuning:
+                budgets = {(r["variant"], len(r["candidates"])) for r in rows}
+                if len({n for _, n in budgets}) > 1:
+                    raise ConfigError(
+                        f"config key tables.{tname}.tuning: every variant of a tuned table "
+                        "needs the same number of candidates (the same budget); got "
+                        + ", ".join(f"{v}: {n}" for v, n in sorted(budgets))
+                    )
         tables.append(
             {
                 "name": tname,
@@ -550,6 +683,7 @@ def build_plan(config: Mapping[str, Any], check_roots: bool | None = None) -> di
                 "baseline": table.get("baseline", "smooth_l1"),
                 "metrics": list(table.get("metrics", METRICS[:7])),
                 "seeds": seeds,
+                "tuning": copy.deepcopy(tuning),
                 "rows": rows,
             }
         )
@@ -566,6 +700,57 @@ def build_plan(config: Mapping[str, Any], check_roots: bool | None = None) -> di
 def evaluated_runs(plan: Mapping[str, Any]) -> list[str]:
     """Ids of the runs whose test split has ground truth (scored locally)."""
     return [rid for rid, spec in plan["runs"].items() if spec["data"]["has_ground_truth"]]
+
+
+def validated_runs(plan: Mapping[str, Any]) -> list[str]:
+    """Ids of the candidate runs of tuned tables: scored on their held-out validation split."""
+    return sorted(
+        {
+            rid
+            for table in plan["tables"]
+            if table.get("tuning")
+            for row in table["rows"]
+            for candidate in row["candidates"]
+            for rid in candidate["run_ids"]
+        }
+    )
+
+
+def select_candidates(
+    plan: Mapping[str, Any], validation_metrics: Callable[[str], Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The plan with each tuned row's candidate chosen on the validation split.
+
+    ``validation_metrics(run_id)`` returns a run's metrics on its held-out validation split
+    (``metrics_val.json``): this function sees nothing else of a run, in particular never
+    its test metrics. Per row, the candidate with the highest mean of the table's
+    ``tuning.metric`` over its seeds wins (ties: the first listed); the row's ``run_ids``
+    become the chosen candidate's and ``chosen`` records the index, the values and every
+    candidate's validation mean.
+    """
+    resolved = copy.deepcopy(dict(plan))
+    for table in resolved["tables"]:
+        tuning = table.get("tuning")
+        if not tuning:
+            continue
+        metric = tuning["metric"]
+        for row in table["rows"]:
+            means = []
+            for candidate in row["candidates"]:
+                values = [validation_metrics(rid).get(metric) for rid in candidate["run_ids"]]
+                values = [float(v) for v in values if v is not None]
+                means.append(sum(values) / len(values) if values else float("-inf"))
+            best = max(range(len(means)), key=lambda i: (means[i], -i))
+            row["run_ids"] = list(row["candidates"][best]["run_ids"])
+            row["chosen"] = {
+                "index": best,
+                "values": row["candidates"][best]["values"],
+                "label": row["candidates"][best]["label"],
+                "metric": metric,
+                "validation": means,
+            }
+    resolved["selected"] = True
+    return resolved
 
 
 # --------------------------------------------------------------------------- files

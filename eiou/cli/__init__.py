@@ -18,6 +18,7 @@ VERBS: tuple[str, ...] = (
     "train",
     "predict",
     "evaluate",
+    "select",
     "tables",
     "figures",
     "report",

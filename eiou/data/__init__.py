@@ -22,6 +22,11 @@ Data config keys (``data_cfg``, the ``data`` section of a run spec):
     dataset, e.g. VOC07+12 trainval). Any concrete split name may also be passed.
 ``horizontal_flip``
     flip training images with probability 0.5 (default true).
+``holdout``
+    ``{fraction, seed}`` or absent: a validation split carved from the training data. Then
+    ``"train"`` is the training splits without the held-out images and ``"val"`` the
+    held-out images (:func:`carve_holdout`: a seeded, machine-independent choice of
+    ``round(fraction * N)`` images). The test split is never touched.
 synthetic: ``seed``, ``num_<split>``, ``image_size``, ``num_classes``, ``max_objects``
     see :mod:`eiou.data.synthetic`.
 voc: ``use_difficult``
@@ -34,6 +39,7 @@ Other keys (``name``, ``has_ground_truth``, ...) are ignored here.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -53,6 +59,7 @@ __all__ = [
     "DatasetError",
     "ValidationReport",
     "build_dataset",
+    "carve_holdout",
     "collate_fn",
     "resolve_splits",
     "split_sources",
@@ -124,21 +131,61 @@ def _as_bool(value: Any) -> bool:
     return bool(value)
 
 
+def carve_holdout(
+    data: Mapping[str, Any], fraction: float, seed: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(kept, held_out)``: a COCO dict split by image into two disjoint COCO dicts.
+
+    The held-out images are the ``max(1, round(fraction * N))`` images whose
+    ``sha256(f"{seed}:{image_id}")`` is smallest: the same on every machine and in every
+    process, independent of the images' order, and stable when images are added (an image
+    stays on its side unless the count changes).
+    """
+    if not 0 < fraction < 1:
+        raise DatasetError(f"holdout fraction must be in (0, 1), got {fraction!r}")
+    images = list(data["images"])
+    if len(images) < 2:
+        raise DatasetError("a holdout needs at least 2 training images")
+
+    def key(image: Mapping[str, Any]) -> str:
+        return hashlib.sha256(f"{seed}:{image['id']}".encode()).hexdigest()
+
+    count = min(len(images) - 1, max(1, round(fraction * len(images))))
+    held = {im["id"] for im in sorted(images, key=key)[:count]}
+
+    def part(keep: bool) -> dict[str, Any]:
+        out = {k: v for k, v in data.items() if k not in ("images", "annotations")}
+        out["images"] = [im for im in images if (im["id"] in held) != keep]
+        out["annotations"] = [
+            a for a in data.get("annotations", []) if (a["image_id"] in held) != keep
+        ]
+        return out
+
+    return part(True), part(False)
+
+
 def build_dataset(
     data_cfg: Mapping[str, Any], split: str | Sequence[str], train: bool
 ) -> CocoDetection:
     """The dataset of ``split`` (see the module docstring for ``data_cfg`` and the items).
 
-    With ``train``: images without (non-crowd) boxes are skipped and counted in ``.stats``,
-    and horizontal flips are applied when ``horizontal_flip`` is on.
+    ``split`` may be ``"train"``, ``"test"``, ``"val"`` (the held-out part of the training
+    data, when ``data_cfg`` has a ``holdout``) or concrete split names. With ``train``:
+    images without (non-crowd) boxes are skipped and counted in ``.stats``, and horizontal
+    flips are applied when ``horizontal_flip`` is on.
     """
-    names = resolve_splits(data_cfg, split)
+    holdout = data_cfg.get("holdout")
+    carve = holdout if split in ("train", "val") else None
+    names = resolve_splits(data_cfg, "train" if carve else split)
     parts, image_paths = [], {}
     for name in names:
         data, paths = split_sources(data_cfg, name)
         parts.append(data)
         image_paths.update(paths)
     data = parts[0] if len(parts) == 1 else merge_coco(parts, names)
+    if carve:
+        kept, held = carve_holdout(data, float(carve["fraction"]), int(carve["seed"]))
+        data = kept if split == "train" else held
     dataset = CocoDetection(
         load_coco(data),
         image_paths,

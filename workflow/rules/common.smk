@@ -40,6 +40,7 @@ EIOU = "python -m eiou.cli"
 
 RUNS = PLAN["runs"]
 EVALUATED = experiments.evaluated_runs(PLAN)
+VALIDATED = experiments.validated_runs(PLAN)
 SERVER_SCORED = [rid for rid in RUNS if rid not in EVALUATED]
 DATASETS = PLAN["datasets"]
 TOY = config["toy"]["enabled"]
@@ -55,6 +56,7 @@ localrules:
     all,
     plan,
     run_spec,
+    select,
     server_results,
 
 
