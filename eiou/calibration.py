@@ -23,13 +23,40 @@ Reference distribution (:func:`reference_pairs`, version :data:`REFERENCE_VERSIO
 Every loss here is translation- and scale-invariant in the anchor-normalised frame, and the
 coders' offsets are too, so the gradient depends on the pairs' shapes and relative offsets,
 not on their pixel size; the sizes are drawn realistically anyway.
+
+The calibration rule (:data:`RULE`, version :data:`RULE_VERSION`) puts every box-loss variant
+of a stage on the footing of that stage's smooth-L1 baseline at the start of training:
+
+(a) **Coder.** The ``sqrt_area`` coder's output scale is ``s = (wx wy ww wh)^(1/4)`` of the
+    stage's standard-coder weights (:func:`sqrt_area_output_scale`), so a unit of raw output
+    moves a box as much under either coder: the Jacobian raw outputs -> box corners at
+    ``r = 0`` has the same ``|det|``. Per axis the standard coder's Jacobian is
+    ``w_a [[1/wx, -1/(2 ww)], [1/wx, 1/(2 ww)]]`` (``x1, x2`` by ``dx, dw``), ``|det| =
+    w_a^2 / (wx ww)``; over both axes ``S^4 / (wx wy ww wh)`` with ``S^2 = w_a h_a``,
+    whatever the anchor's aspect ratio. The ``sqrt_area`` coder's Jacobian is
+    ``(S / s) I``, ``|det| = S^4 / s^4``. For Faster R-CNN's ``(10, 10, 5, 5)``,
+    ``s = sqrt(50) = 7.07``, and at a square anchor both Jacobians are ``0.141 S`` times an
+    orthogonal matrix (same singular values); for ``(1, 1, 1, 1)`` (RetinaNet, RPN) ``s = 1``.
+(b) **Weight.** The loss weight is the one that makes the mean per-positive gradient norm
+    on the reference set (IoU 0.5-0.97, :func:`gradient_profile`) equal that of the stage's
+    reference, smooth-L1 (beta 1/9) on its standard coder with weight 1
+    (:func:`calibrated_weight`), rounded to 3 significant digits. The built-in variants'
+    values are tabulated in :data:`CALIBRATED_WEIGHTS` (a test recomputes every entry); any
+    other loss (options, coder weights, a dotted path) is calibrated the same way when its
+    stage is built.
+
+It equalises the mean size of the first updates, in raw outputs (what flows back into the
+network beside the classification loss) and, through (a), in box space. It does not
+equalise the gradient's shape over IoU: CT multiplies EIoU's gradient by ``2 (1 - EIoU)``,
+so at the same mean a calibrated EIoU + CT pushes harder than EIoU on poor positives and
+far softer near IoU 1, which is the point of CT; nor anything later in training.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -38,13 +65,26 @@ from torch import Tensor
 from eiou import metrics
 
 __all__ = [
+    "CALIBRATED_WEIGHTS",
     "IOU_BINS",
     "REFERENCE_VERSION",
+    "RULE",
+    "RULE_VERSION",
+    "SIGNIFICANT_DIGITS",
+    "TABULATED_BOX_LOSSES",
+    "TABULATED_STAGES",
     "GradientProfile",
     "ReferencePairs",
+    "calibrated_weight",
+    "compute_table",
+    "default_weight",
+    "describe",
     "gradient_norms",
     "gradient_profile",
+    "loss_key",
     "reference_pairs",
+    "round_significant",
+    "sqrt_area_output_scale",
 ]
 
 #: IoU bins ``[lo, hi)`` of the reference set: positives from the usual 0.5 threshold up to
@@ -151,3 +191,198 @@ def gradient_profile(stage: Stage, pairs: ReferencePairs | None = None) -> Gradi
     norms = gradient_norms(stage, pairs.anchors, pairs.gt_boxes)
     per_bin = tuple(float(norms[pairs.bin_index == b].mean()) for b in range(len(IOU_BINS)))
     return GradientProfile(per_bin, float(norms.mean()))
+
+
+# --------------------------------------------------------------------------- the rule
+#: Name and version of the calibration rule; both go into every run's provenance.
+RULE = "equal-start-gradient"
+RULE_VERSION = 1
+#: Significant digits of a calibrated weight (tabulated or computed).
+SIGNIFICANT_DIGITS = 3
+
+#: (stage, :func:`loss_key`) -> calibrated weight of the built-in variants with the stage's
+#: default coder settings. ``smooth_l1`` on the standard coder is the reference (1 by
+#: definition). Regenerate with ``python -m eiou.calibration``; a test checks every entry.
+CALIBRATED_WEIGHTS: dict[tuple[str, str], float] = {
+    ("faster_rcnn", "smooth_l1 coder=standard"): 1.0,
+    ("faster_rcnn", "iou coder=standard"): 6.75,
+    ("faster_rcnn", "giou coder=standard"): 8.29,
+    ("faster_rcnn", "diou coder=standard"): 8.7,
+    ("faster_rcnn", "ciou coder=standard"): 8.7,
+    ("faster_rcnn", "eiou coder=sqrt_area"): 8.16,
+    ("faster_rcnn", "eiou power=2 coder=sqrt_area"): 18.5,
+    ("faster_rcnn", "eiou power=2 sot coder=sqrt_area"): 15.5,
+    ("retinanet", "smooth_l1 coder=standard"): 1.0,
+    ("retinanet", "iou coder=standard"): 0.479,
+    ("retinanet", "giou coder=standard"): 0.591,
+    ("retinanet", "diou coder=standard"): 0.614,
+    ("retinanet", "ciou coder=standard"): 0.614,
+    ("retinanet", "eiou coder=sqrt_area"): 0.71,
+    ("retinanet", "eiou power=2 coder=sqrt_area"): 1.61,
+    ("retinanet", "eiou power=2 sot coder=sqrt_area"): 1.35,
+    ("rpn", "smooth_l1 coder=standard"): 1.0,
+    ("rpn", "iou coder=standard"): 0.479,
+    ("rpn", "giou coder=standard"): 0.591,
+    ("rpn", "diou coder=standard"): 0.614,
+    ("rpn", "ciou coder=standard"): 0.614,
+    ("rpn", "eiou coder=sqrt_area"): 0.71,
+    ("rpn", "eiou power=2 coder=sqrt_area"): 1.61,
+    ("rpn", "eiou power=2 sot coder=sqrt_area"): 1.35,
+}
+
+_TABULATED_NAMES = ("smooth_l1", "iou", "giou", "diou", "ciou", "eiou", "smooth_eiou")
+_KEY_OPTIONS = ("name", "power", "sot", "gradient", "coder", "coder_weights", "weight")
+
+
+def round_significant(value: float, digits: int = SIGNIFICANT_DIGITS) -> float:
+    """``value`` rounded to ``digits`` significant digits."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+def sqrt_area_output_scale(
+    coder_weights: tuple[float, float, float, float],
+) -> tuple[float, float, float, float]:
+    """Rule (a): the ``sqrt_area`` output scale matching a standard coder's ``weights``.
+
+    ``s = (wx wy ww wh)^(1/4)`` on every coordinate, so the Jacobian raw outputs -> box
+    corners at raw outputs 0 has the same ``|det|`` under both coders at any anchor.
+    """
+    if len(coder_weights) != 4 or min(coder_weights) <= 0:
+        raise ValueError(f"coder weights must be 4 positive numbers, got {coder_weights!r}")
+    scale = math.prod(float(w) for w in coder_weights) ** 0.25
+    return (scale, scale, scale, scale)
+
+
+def loss_key(box_loss: Mapping[str, Any]) -> str | None:
+    """The key of a ``model.box_loss`` mapping in :data:`CALIBRATED_WEIGHTS`, or ``None``.
+
+    Only registered losses with no options beyond ``power``, ``sot``, ``gradient`` and
+    ``coder``, and the stage's default coder weights, have a key: ``"giou coder=standard"``,
+    ``"eiou power=2 sot coder=sqrt_area"``. ``gradient`` is left out: Appendix A's gradient
+    and autograd agree on overlapping pairs, and every reference pair overlaps.
+    """
+    name = box_loss.get("name")
+    extra = [k for k, v in box_loss.items() if k not in _KEY_OPTIONS and v is not None]
+    if name not in _TABULATED_NAMES or extra or box_loss.get("coder_weights") is not None:
+        return None
+    power = box_loss.get("power")
+    power = float(2.0 if name == "smooth_eiou" else 1.0) if power is None else float(power)
+    name = "eiou" if name == "smooth_eiou" else name
+    parts = [name]
+    if power != 1:
+        parts.append(f"power={power:g}")
+    if box_loss.get("sot"):
+        parts.append("sot")
+    parts.append(f"coder={box_loss.get('coder') or 'standard'}")
+    return " ".join(parts)
+
+
+def calibrated_weight(stage: Stage, reference: Stage, pairs: ReferencePairs | None = None) -> float:
+    """Rule (b): the weight of ``stage`` whose mean gradient norm equals ``reference``'s.
+
+    ``stage`` has a ``weight`` attribute (a ``BoxRegression``); the result is
+    ``stage.weight * mean(reference) / mean(stage)`` on the reference set, unrounded.
+
+    Raises:
+        ValueError: the stage's loss gives no gradient at raw outputs 0 on the reference set
+            (then no weight can match; set one in the config).
+    """
+    own = gradient_profile(stage, pairs).mean
+    if not math.isfinite(own) or own <= 0:
+        raise ValueError(
+            f"the box loss gives a gradient norm of {own} at the start of training, so no "
+            "weight can match the smooth-L1 reference; set model.box_loss.weight explicitly"
+        )
+    return float(stage.weight) * gradient_profile(reference, pairs).mean / own
+
+
+def default_weight(
+    box_loss: Mapping[str, Any], stage_name: str, stage: Stage, reference: Stage
+) -> tuple[float, str]:
+    """The calibrated weight of a stage whose config leaves ``weight`` unset, and its source.
+
+    Returns ``(weight, "table")`` for a tabulated built-in variant, else ``(weight,
+    "computed")`` from :func:`calibrated_weight` rounded like the table.
+    """
+    key = loss_key(box_loss)
+    if key is not None and (stage_name, key) in CALIBRATED_WEIGHTS:
+        return CALIBRATED_WEIGHTS[(stage_name, key)], "table"
+    return round_significant(calibrated_weight(stage, reference)), "computed"
+
+
+#: The box-loss settings whose calibrated weights are tabulated (every built-in variant's).
+TABULATED_BOX_LOSSES: tuple[dict[str, Any], ...] = (
+    {"name": "smooth_l1"},
+    {"name": "iou"},
+    {"name": "giou"},
+    {"name": "diou"},
+    {"name": "ciou"},
+    {"name": "eiou", "coder": "sqrt_area"},
+    {"name": "eiou", "power": 2, "coder": "sqrt_area"},
+    {"name": "eiou", "power": 2, "sot": True, "coder": "sqrt_area"},
+)
+TABULATED_STAGES = ("faster_rcnn", "retinanet", "rpn")
+
+
+def compute_table(pairs: ReferencePairs | None = None) -> dict[tuple[str, str], float]:
+    """:data:`CALIBRATED_WEIGHTS` recomputed by the rule (rounded like the table)."""
+    from eiou.engines.torchvision.box_regression import build_box_regression, reference_regression
+
+    table = {}
+    for stage_name in TABULATED_STAGES:
+        reference = reference_regression(stage_name)
+        for box_loss in TABULATED_BOX_LOSSES:
+            stage = build_box_regression({**box_loss, "weight": 1.0}, stage_name)
+            weight = calibrated_weight(stage, reference, pairs)
+            table[(stage_name, loss_key(box_loss))] = round_significant(weight)
+    return table
+
+
+def describe(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved box-regression settings of a run, without building a model.
+
+    Args:
+        model_cfg: the ``model`` section of a run config, or a whole run config; missing
+            keys take the defaults of :func:`eiou.config.load_run_config`.
+
+    Returns:
+        A JSON-serialisable dict: ``rule`` (name, version, the reference set and the
+        reference loss) and, per stage (``box_loss``; ``rpn_box_loss`` for Faster R-CNN),
+        ``loss``, ``options``, ``coder`` with ``coder_weights`` (standard) or
+        ``output_scale`` (``sqrt_area``), ``coder_source`` (``config``, ``default`` or
+        ``rule``), ``weight``, ``weight_source`` (``config``, ``rule (table)``,
+        ``rule (computed)``; ``torchvision`` for the stock RPN) and ``normaliser``.
+    """
+    from eiou.config import load_run_config
+    from eiou.engines.torchvision.box_regression import build_box_regression, stock_rpn_settings
+
+    run_cfg = model_cfg if "model" in model_cfg else {"model": dict(model_cfg)}
+    model_cfg = load_run_config(run_cfg)["model"]
+    detector = model_cfg["detector"]
+    out: dict[str, Any] = {
+        "rule": {
+            "name": RULE,
+            "version": RULE_VERSION,
+            "reference_loss": "smooth_l1 (beta 1/9) on the stage's standard coder, weight 1",
+            "reference_set": {
+                "version": REFERENCE_VERSION,
+                "pairs_per_bin": DEFAULT_PAIRS_PER_BIN,
+                "seed": DEFAULT_SEED,
+                "iou_bins": [list(b) for b in IOU_BINS],
+            },
+        },
+        "box_loss": build_box_regression(model_cfg["box_loss"], detector).settings,
+    }
+    if detector == "faster_rcnn":
+        rpn = model_cfg.get("rpn_box_loss")
+        out["rpn_box_loss"] = (
+            stock_rpn_settings() if not rpn else build_box_regression(rpn, "rpn").settings
+        )
+    return out
+
+
+if __name__ == "__main__":  # print CALIBRATED_WEIGHTS as recomputed by the rule
+    for (stage_name, key), weight in compute_table().items():
+        print(f"    ({stage_name!r}, {key!r}): {weight!r},")

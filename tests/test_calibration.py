@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -9,8 +10,12 @@ import torch
 from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import box_iou, generalized_box_iou_loss
 
+import eiou
 from eiou import calibration
-from eiou.engines.torchvision.box_regression import build_box_regression
+from eiou.config import load_run_config
+from eiou.engines.torchvision import build_detector
+from eiou.engines.torchvision.box_regression import build_box_regression, reference_regression
+from eiou.experiments import BUILTIN_VARIANTS
 
 torch.set_num_threads(1)
 
@@ -107,3 +112,180 @@ def test_gradient_profile_averages_each_bin(pairs) -> None:
         build_box_regression({"name": "diou", "weight": 4.0}, "faster_rcnn"), pairs
     )
     assert math.isclose(heavier.mean, 4 * profile.mean, rel_tol=1e-6)
+
+
+# --------------------------------------------------------------------------- the rule
+def doubled_giou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A user's loss given by dotted path: twice the GIoU loss."""
+    return 2 * (1 - eiou.giou(pred, target))
+
+
+def flat_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A loss with no gradient: no weight can calibrate it."""
+    return (pred * 0).sum(-1) + 1
+
+
+def _ratio(reg, stage: str) -> float:
+    ref = calibration.gradient_profile(reference_regression(stage)).mean
+    return calibration.gradient_profile(reg).mean / ref
+
+
+def _last_digit(value: float) -> float:
+    """One unit in the last printed place of a value rounded to 3 significant digits."""
+    return 10 ** (math.floor(math.log10(abs(value))) - calibration.SIGNIFICANT_DIGITS + 1)
+
+
+def test_table_equals_what_the_rule_computes() -> None:
+    computed = {}
+    for stage in calibration.TABULATED_STAGES:
+        reference = reference_regression(stage)
+        for box_loss in calibration.TABULATED_BOX_LOSSES:
+            reg = build_box_regression({**box_loss, "weight": 1.0}, stage)
+            key = (stage, calibration.loss_key(box_loss))
+            computed[key] = calibration.calibrated_weight(reg, reference)
+    assert set(computed) == set(calibration.CALIBRATED_WEIGHTS)
+    for key, value in computed.items():
+        table = calibration.CALIBRATED_WEIGHTS[key]
+        assert abs(table - value) <= 0.51 * _last_digit(value), (key, table, value)
+    assert calibration.compute_table() == calibration.CALIBRATED_WEIGHTS
+
+
+@pytest.mark.parametrize("detector", ["faster_rcnn", "retinanet"])
+def test_every_calibrated_builtin_variant_matches_smooth_l1(detector: str) -> None:
+    """The rule does what it says: mean gradient norm ratio 1 (to the table's rounding)."""
+    profiles = {}
+    for name, variant in BUILTIN_VARIANTS.items():
+        reg = build_box_regression(variant["box_loss"], detector)
+        assert reg.settings["weight_source"] == "rule (table)", name
+        assert 0.5 < _ratio(reg, detector) < 2
+        assert _ratio(reg, detector) == pytest.approx(1, abs=0.01), name
+        profiles[name] = calibration.gradient_profile(reg).per_bin
+    # What it does not equalise: the shape over IoU. EIoU pushes hardest near IoU 1; CT
+    # turns that around (its factor 2 (1 - EIoU) -> 0): at the same mean, harder than EIoU
+    # on poor positives and less than half of it on the best.
+    eiou_bins, ct_bins = profiles["eiou"], profiles["eiou_ct"]
+    assert list(eiou_bins) == sorted(eiou_bins)
+    assert list(ct_bins) == sorted(ct_bins, reverse=True)
+    assert ct_bins[0] > eiou_bins[0] and ct_bins[-1] < eiou_bins[-1] / 2
+
+
+def test_paper_gradient_shares_the_autograd_weight() -> None:
+    """Appendix A and autograd agree on overlapping pairs, so one table entry serves both."""
+    cfg = {"name": "eiou", "power": 2, "sot": True, "coder": "sqrt_area"}
+    paper = build_box_regression({**cfg, "gradient": "paper"}, "faster_rcnn")
+    assert paper.weight == build_box_regression(cfg, "faster_rcnn").weight
+    assert _ratio(paper, "faster_rcnn") == pytest.approx(1, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "box_loss",
+    [
+        {"name": "iou", "mode": "linear"},
+        {"name": "giou", "coder": "sqrt_area"},
+        {"name": "eiou", "power": 1.5, "coder": "sqrt_area"},
+        {"name": "smooth_l1", "beta": 1.0},
+        {"name": "giou", "coder_weights": [5.0, 5.0, 2.0, 2.0]},
+    ],
+)
+def test_other_losses_are_calibrated_by_the_same_rule(box_loss) -> None:
+    for stage in ("faster_rcnn", "retinanet", "rpn"):
+        reg = build_box_regression(box_loss, stage)
+        assert reg.settings["weight_source"] == "rule (computed)"
+        assert _ratio(reg, stage) == pytest.approx(1, abs=0.01)
+
+
+def test_user_loss_by_dotted_path() -> None:
+    doubled = build_box_regression({"name": "test_calibration.doubled_giou"}, "retinanet")
+    plain = calibration.calibrated_weight(
+        build_box_regression({"name": "giou", "weight": 1.0}, "retinanet"),
+        reference_regression("retinanet"),
+    )
+    assert doubled.weight == pytest.approx(plain / 2, rel=0.006)
+    with pytest.raises(ValueError, match=r"set model\.box_loss\.weight"):
+        build_box_regression({"name": "test_calibration.flat_loss"}, "retinanet")
+    assert build_box_regression({"name": "test_calibration.flat_loss", "weight": 2.0}, "rpn")
+
+
+def test_weight_in_the_config_is_kept() -> None:
+    reg = build_box_regression({"name": "giou", "weight": 3.5}, "retinanet")
+    assert reg.weight == 3.5 and reg.settings["weight_source"] == "config"
+
+
+def _jacobian(reg, anchor: torch.Tensor) -> torch.Tensor:
+    """d box corners / d raw outputs at raw 0, float64, units of pixels."""
+    raw = torch.zeros(4, dtype=torch.float64)
+    return torch.autograd.functional.jacobian(
+        lambda r: (
+            reg.coder.decode(r / reg.output_scale.double(), anchor)
+            if reg.output_scale is not None
+            else reg.coder.decode(r, anchor)
+        ),
+        raw,
+    )
+
+
+@pytest.mark.parametrize("stage", ["faster_rcnn", "retinanet", "rpn"])
+def test_sqrt_area_scale_moves_boxes_as_the_standard_coder(stage: str) -> None:
+    """Rule (a), checked numerically on the real coders at anchors of many shapes."""
+    standard = build_box_regression({"name": "giou"}, stage)
+    sqrt_area = build_box_regression({"name": "giou", "coder": "sqrt_area"}, stage)
+    assert sqrt_area.settings["coder_source"] == "rule"
+    wx, wy, ww, wh = standard.coder.weights
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        w, h = (torch.rand(2, generator=g, dtype=torch.float64) * 300 + 4).tolist()
+        anchor = torch.tensor([3.0, 7.0, 3.0 + w, 7.0 + h], dtype=torch.float64)
+        j_std, j_sqrt = _jacobian(standard, anchor), _jacobian(sqrt_area, anchor)
+        # the closed form of the standard coder's Jacobian (x1, x2 by dx, dw; y alike)
+        closed = torch.zeros(4, 4, dtype=torch.float64)
+        closed[[0, 2], 0] = w / wx
+        closed[[1, 3], 1] = h / wy
+        closed[0, 2], closed[2, 2] = -w / (2 * ww), w / (2 * ww)
+        closed[1, 3], closed[3, 3] = -h / (2 * wh), h / (2 * wh)
+        torch.testing.assert_close(j_std, closed)
+        torch.testing.assert_close(j_std.det().abs(), j_sqrt.det().abs())
+    if standard.coder.weights == (10.0, 10.0, 5.0, 5.0):  # at a square anchor: same
+        anchor = torch.tensor([0.0, 0.0, 50.0, 50.0], dtype=torch.float64)  # singular values
+        torch.testing.assert_close(
+            torch.linalg.svdvals(_jacobian(standard, anchor)),
+            torch.linalg.svdvals(_jacobian(sqrt_area, anchor)),
+        )
+
+
+# --------------------------------------------------------------------------- describe
+def test_describe_resolves_what_the_detector_uses() -> None:
+    variant = BUILTIN_VARIANTS["eiou_ct_sot_iou_head"]
+    run = {
+        "model": {
+            "detector": "faster_rcnn",
+            "box_loss": variant["box_loss"],
+            "rpn_box_loss": {"name": "giou"},
+            "iou_head": variant["iou_head"],
+        }
+    }
+    described = calibration.describe(run)
+    json.dumps(described)  # goes into metrics.json provenance as is
+    assert described["rule"]["name"] == calibration.RULE
+    assert described["rule"]["version"] == calibration.RULE_VERSION
+    model = build_detector(load_run_config(run)["model"], 3)
+    for section, reg in (
+        ("box_loss", model.roi_heads.box_regression),
+        ("rpn_box_loss", model.rpn.box_regression),
+    ):
+        settings = described[section]
+        assert settings["weight"] == reg.weight
+        scale = None if reg.output_scale is None else reg.output_scale.tolist()
+        assert settings["output_scale"] == pytest.approx(scale)
+    box = described["box_loss"]
+    assert box["output_scale"] == pytest.approx([50**0.5] * 4)
+    assert box["options"]["power"] == 2 and box["options"]["sot"] is True
+    assert box["weight_source"] == "rule (table)" and box["coder_source"] == "rule"
+    assert described["rpn_box_loss"]["coder_weights"] == [1.0] * 4
+    # the stock RPN, and a weight set in the config
+    plain = calibration.describe(
+        {"detector": "retinanet", "box_loss": {"name": "giou", "weight": 2.0}}
+    )
+    assert plain["box_loss"]["weight"] == 2.0 and plain["box_loss"]["weight_source"] == "config"
+    assert "rpn_box_loss" not in plain
+    stock = calibration.describe({"model": {"detector": "faster_rcnn"}})["rpn_box_loss"]
+    assert stock["weight_source"] == "torchvision" and stock["options"]["beta"] == 1 / 9
