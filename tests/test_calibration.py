@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from engine_helpers import data_config, run_config
 from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import box_iou, generalized_box_iou_loss
 
@@ -16,6 +17,7 @@ from eiou.config import load_run_config
 from eiou.engines.torchvision import build_detector
 from eiou.engines.torchvision.box_regression import build_box_regression, reference_regression
 from eiou.experiments import BUILTIN_VARIANTS
+from eiou.train import NonFiniteLossError, train
 
 torch.set_num_threads(1)
 
@@ -289,3 +291,26 @@ def test_describe_resolves_what_the_detector_uses() -> None:
     assert "rpn_box_loss" not in plain
     stock = calibration.describe({"model": {"detector": "faster_rcnn"}})["rpn_box_loss"]
     assert stock["weight_source"] == "torchvision" and stock["options"]["beta"] == 1 / 9
+
+
+# --------------------------------------------------------------------------- training
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_calibrated_defaults_train_where_an_unscaled_layer_diverges(tmp_path) -> None:
+    """EIoU + CT + SOT on Faster R-CNN at lr 0.02 without warmup: the calibrated defaults
+    (output scale sqrt(50), weight 15.5) train 60 iterations; weight 10 with an unscaled
+    last layer (the setting the output scale exists for) turns NaN on the same run."""
+    data = data_config(tmp_path / "data", num_train=32, num_test=4, size=128)
+    box_loss = {"name": "eiou", "power": 2, "sot": True, "coder": "sqrt_area"}
+    train_cfg = {"max_iter": 60, "base_lr": 0.02, "warmup_iters": 0, "checkpoint_period": 60}
+
+    def run(name: str, loss: dict) -> None:
+        cfg = run_config(data, "faster_rcnn", "smooth_l1", size=128, **train_cfg)
+        cfg["model"]["box_loss"] = loss
+        train(cfg, tmp_path / name, progress=False)
+
+    run("calibrated", box_loss)
+    log = (tmp_path / "calibrated" / "train_log.jsonl").read_text().splitlines()
+    assert len(log) == 60 and all(math.isfinite(json.loads(r)["loss"]) for r in log)
+    with pytest.raises(NonFiniteLossError):
+        run("unscaled", {**box_loss, "weight": 10.0, "coder_weights": [1.0] * 4})

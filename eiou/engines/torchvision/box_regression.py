@@ -11,7 +11,8 @@ proposals) into the input space its loss expects:
 The same coder decodes at inference, so a model trained with the ``sqrt_area`` coder
 predicts with it too.
 
-Defaults (``coder_weights: null``, ``weight: null``) follow one rule,
+The standard coder keeps torchvision's / Detectron's weights per stage; the ``sqrt_area``
+output scale and the loss weight, when the config leaves them ``null``, follow one rule,
 :data:`eiou.calibration.RULE` (see :mod:`eiou.calibration`): the ``sqrt_area`` output scale
 moves boxes as much per unit of raw output as the stage's standard coder (equal ``|det|`` of
 the Jacobian), and each loss's weight makes its mean per-positive gradient at the start of
