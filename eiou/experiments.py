@@ -60,6 +60,11 @@ __all__ = [
 #: Bump when the meaning of a run spec changes: every run id changes with it. Version 3:
 #: a run spec is exactly a run config (eiou.config), defaults from the package's schemas.
 SPEC_VERSION = 3
+#: The calibration rule that resolves ``weight: null`` and the sqrt_area scale
+#: (eiou.calibration.RULE, RULE_VERSION; a test keeps them equal). It is hashed into every
+#: run id, so a new rule never reuses runs trained under the old one. Kept here as a
+#: constant so that planning imports no torch.
+CALIBRATION_RULE = ("equal-start-gradient", 1)
 
 #: Metrics of the paper's tables, in the order they are printed.
 METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "AP90", "APs", "APm", "APl", "AR100")
@@ -430,13 +435,15 @@ def _resolve_variant(ref: Any, config: Mapping[str, Any]) -> tuple[str, dict[str
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
-    """SHA-256 of the spec's canonical JSON, without its ``name`` and the dataset root.
+    """SHA-256 of the spec's canonical JSON, without its ``name`` and the dataset root,
+    with the calibration rule (:data:`CALIBRATION_RULE`) added.
 
     The root is left out so that the same experiment gets the same id wherever the data
     happens to live; the name is the id itself.
     """
     content = copy.deepcopy(dict(spec))
     content.pop("name", None)
+    content["calibration"] = list(CALIBRATION_RULE)
     if isinstance(content.get("data"), dict):
         content["data"].pop("root", None)
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
