@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,19 @@ def test_workflow_preparation_is_what_training_reads(tmp_path, monkeypatch):
         with monkeypatch.context() as patch:
             _prepare_then_build(plan["datasets"][name], spec["data"], patch)
         assert (tmp_path / "results" / "data" / name / "test.json").is_file()
+
+
+def test_readme_dataset_snippet_plans_into_the_template(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- snippet: own-dataset\b.*?-->\s*```yaml\n(.*?)```", readme, re.S)
+    assert match, "README has no own-dataset snippet"
+    edit = yaml.safe_load(textwrap.dedent(match.group(1)))
+    config = yaml.safe_load((ROOT / "config" / "custom.yaml").read_text())
+    config["datasets"] = edit["datasets"]
+    plan = build_plan(validate_config(config, base_dir=tmp_path / "config"), check_roots=False)
+    assert len(plan["runs"]) == 12
+    data = next(iter(plan["runs"].values()))["data"]
+    assert data["splits"]["test"] == {
+        "annotations": str(tmp_path / "data" / "trees" / "test.json"),
+        "images": str(tmp_path / "data" / "trees" / "images"),
+    }
