@@ -273,7 +273,7 @@ def test_voc_class_errors_name_the_file(voc_folder, tmp_path) -> None:
     with pytest.raises(DatasetError, match="unknown class name 'Bush'") as info:
         voc.convert_voc(root, tmp_path, ["train"], classes=["Tree"], progress=False)
     assert "Annotations" in str(info.value) and ".xml" in str(info.value)
-    with pytest.raises(DatasetError, match="unknown class name .* aeroplane, bicycle"):
+    with pytest.raises(DatasetError, match=r"unknown class name .* aeroplane, bicycle"):
         voc.convert_voc(root, tmp_path, ["train"], progress=False)
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
