@@ -173,3 +173,17 @@ def test_readme_dataset_snippet_plans_into_the_template(tmp_path):
         "annotations": str(tmp_path / "data" / "trees" / "test.json"),
         "images": str(tmp_path / "data" / "trees" / "images"),
     }
+
+
+def test_moving_the_files_keeps_checkpoints_resumable(tmp_path):
+    from eiou.train import config_differences
+
+    config = validate_config(preset(trees=COCO_RELATIVE), base_dir=tmp_path / "a" / "cfg")
+    moved = validate_config(preset(trees=COCO_RELATIVE), base_dir=tmp_path / "b" / "cfg")
+    here, there = (
+        next(iter(build_plan(c, check_roots=False)["runs"].values())) for c in (config, moved)
+    )
+    assert here["data"]["splits"] != there["data"]["splits"]
+    assert config_differences(here, there) == []
+    there["data"]["train_splits"] = ["test"]
+    assert config_differences(here, there) == ["data.train_splits"]

@@ -80,8 +80,11 @@ def test_custom_template_trains_and_reports_on_own_coco_and_voc_data(tmp_path):
 
     plan = json.loads((work / "results" / "plan.json").read_text())
     assert len(plan["runs"]) == 4 * 2  # smooth_l1, giou, ciou, ours x two datasets
+    by_variant: dict[str, dict[str, dict]] = {}
     for rid, spec in plan["runs"].items():
         metrics = json.loads((work / "results" / "runs" / rid / "metrics.json").read_text())
+        variant = json.dumps([spec["model"]["box_loss"], spec["model"]["iou_head"]])
+        by_variant.setdefault(variant, {})[spec["data"]["name"]] = metrics
         for key in ("AP", "AP50", "AP90"):
             assert 0.0 <= metrics[key] <= 1.0, (rid, key)
         assert len(metrics["recall_per_iou"]) == 10
@@ -91,6 +94,12 @@ def test_custom_template_trains_and_reports_on_own_coco_and_voc_data(tmp_path):
             assert spec["data"]["splits"]["train"]["images"] == str(
                 tmp_path / "trees_coco" / "images"
             )
+    # the two datasets hold the same images, boxes and classes in the same order (Bush, Tree
+    # by category id and by name; images by id and by sorted name): the COCO and the VOC
+    # paths must give the same training data, so the same numbers
+    for variant, runs in by_variant.items():
+        for key in ("AP", "AP50", "AP75", "recall_per_iou"):
+            assert runs["trees"][key] == runs["trees_voc"][key], (variant, key)
     # the ground truth evaluation read: the prepared copies, with the names of one's own data
     coco_gt = json.loads((work / "results" / "data" / "trees" / "test.json").read_text())
     voc_gt = json.loads((work / "results" / "data" / "trees_voc" / "test.json").read_text())
