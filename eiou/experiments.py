@@ -46,6 +46,7 @@ __all__ = [
     "load_config",
     "load_run_spec",
     "paper_reference",
+    "preset_folder",
     "run_id",
     "run_spec_text",
     "select_candidates",
@@ -260,20 +261,93 @@ def paper_reference(
 
 
 # --------------------------------------------------------------------------- validation
-def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+def validate_config(
+    config: Mapping[str, Any], base_dir: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
     """Validate a preset against ``eiou/schemas/preset.schema.yaml`` and return a copy with
     the defaults filled in.
 
     Raises :class:`ConfigError` naming the offending key (``tables.t1.rows[0].detector``)
     and what is allowed there. Also checks what a schema cannot: that every variant,
-    dataset and schedule a table names is defined. Imports no torch.
+    dataset and schedule a table names is defined, and that each dataset uses one form.
+    Imports no torch.
+
+    ``base_dir``: the preset file's folder. Relative dataset paths (a VOC or COCO ``root``,
+    a split's ``annotations`` and ``images``) are made absolute against it; ``~`` is the
+    home folder; a path starting with ``$`` is left to the environment
+    (:func:`resolve_datasets`). Without ``base_dir`` relative paths stay relative (to the
+    working directory). Synthetic roots are outputs and always stay relative to the
+    working directory.
     """
     try:
         config = schemas.validate(config, "preset")
     except schemas.SchemaError as err:
         raise ConfigError(str(err)) from None
+    _check_datasets(config)
     _check_references(config)
+    if base_dir is not None:
+        _resolve_relative_paths(config, Path(base_dir))
     return config
+
+
+#: Keys of a dataset entry by form: any COCO-format dataset / named splits.
+_SPLIT_SOURCES = ("train", "val", "test")
+_SPLIT_NAMES = ("root", "train_splits", "test_split", "val_split")
+
+
+def _check_datasets(config: Mapping[str, Any]) -> None:
+    """Each dataset uses one form, and ``classes`` only on VOC data."""
+    problems = []
+    for name, entry in config["datasets"].items():
+        where = f"config key datasets.{name}"
+        sources = [k for k in _SPLIT_SOURCES if k in entry]
+        if sources:
+            if entry["kind"] != "coco":
+                problems.append(
+                    f"{where}.{sources[0]}: an annotation file and image folder per split is "
+                    f"the form of kind coco (any COCO-format dataset), not {entry['kind']!r}; "
+                    "VOC-format data takes root, train_splits and test_split"
+                )
+            for key in _SPLIT_NAMES:
+                if key in entry:
+                    problems.append(
+                        f"{where}.{key}: not with train/test (any COCO-format dataset: each "
+                        "split is {annotations, images}); use one form or the other"
+                    )
+        if "classes" in entry and entry["kind"] != "voc":
+            problems.append(
+                f"{where}.classes: only VOC-format data (kind voc) takes classes; COCO JSON "
+                "names its categories"
+            )
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _absolute(path: str, base_dir: Path) -> str:
+    if path.startswith("$"):
+        return path
+    expanded = Path(os.path.expanduser(path))
+    return str(expanded if expanded.is_absolute() else Path(os.path.normpath(base_dir / expanded)))
+
+
+def _resolve_relative_paths(config: dict[str, Any], base_dir: Path) -> None:
+    base_dir = base_dir.absolute()
+    for entry in config["datasets"].values():
+        if entry["kind"] != "synthetic" and "root" in entry:
+            entry["root"] = _absolute(entry["root"], base_dir)
+        for split in _SPLIT_SOURCES:
+            if split in entry:
+                for key in ("annotations", "images"):
+                    entry[split][key] = _absolute(entry[split][key], base_dir)
+
+
+def preset_folder(
+    configfiles: Iterable[str | os.PathLike[str]], default: str | os.PathLike[str]
+) -> Path:
+    """The folder relative dataset paths of a preset resolve against: that of the last
+    config file (Snakemake's ``workflow.configfiles``), else ``default``."""
+    files = [Path(f) for f in configfiles]
+    return (files[-1].absolute().parent if files else Path(default)).absolute()
 
 
 def _check_references(config: Mapping[str, Any]) -> None:
@@ -330,14 +404,15 @@ def _check_references(config: Mapping[str, Any]) -> None:
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a preset YAML file and :func:`validate_config` it."""
+    """Read a preset YAML file and :func:`validate_config` it; relative dataset paths
+    resolve against the file's folder."""
     from eiou.config import RunConfigError, read_yaml
 
     try:
         raw = read_yaml(path, "preset")
     except RunConfigError as err:
         raise ConfigError(str(err)) from None
-    return validate_config(raw)
+    return validate_config(raw, base_dir=Path(path).absolute().parent)
 
 
 # --------------------------------------------------------------------------- datasets
@@ -360,10 +435,12 @@ def expand_env(value: str, key: str) -> str:
 
 
 def resolve_datasets(config: Mapping[str, Any], check_roots: bool | None = None) -> dict[str, dict]:
-    """Dataset entries with their root resolved; missing roots raise one ConfigError.
+    """Dataset entries with their paths resolved; missing roots or files raise one ConfigError.
 
     Only datasets that some table uses are resolved or checked. Synthetic data is generated
-    into ``results/data/<name>`` unless ``root`` says otherwise.
+    into ``results/data/<name>`` unless ``root`` says otherwise. Any COCO-format dataset
+    (``train``/``test``/``val``, each ``{annotations, images}``) becomes ``splits`` of those
+    names with ``train_splits: [train]``, ``test_split: test`` (and ``val_split: val``).
     """
     if check_roots is None:
         check_roots = bool(config.get("check_data_roots", True))
@@ -373,7 +450,9 @@ def resolve_datasets(config: Mapping[str, Any], check_roots: bool | None = None)
     for name in sorted(used):
         entry = copy.deepcopy(config["datasets"][name])
         key = f"datasets.{name}.root"
-        if entry["kind"] == "synthetic":
+        if any(split in entry for split in _SPLIT_SOURCES):
+            missing += _resolve_split_sources(entry, name, check_roots)
+        elif entry["kind"] == "synthetic":
             entry["root"] = expand_env(entry.get("root", f"results/data/{name}"), key)
         else:
             if "root" not in entry:
@@ -399,10 +478,50 @@ def resolve_datasets(config: Mapping[str, Any], check_roots: bool | None = None)
     return out
 
 
+def _resolve_split_sources(entry: dict[str, Any], name: str, check: bool) -> list[str]:
+    """Turn ``train``/``val``/``test`` of ``entry`` into ``splits`` (environment variables
+    expanded); return the missing files and folders when ``check``."""
+    missing: list[str] = []
+    entry["splits"] = {}
+    for split in _SPLIT_SOURCES:
+        if split not in entry:
+            continue
+        source = entry.pop(split)
+        for field, what, exists in (
+            ("annotations", "annotation file", os.path.isfile),
+            ("images", "image folder", os.path.isdir),
+        ):
+            key = f"datasets.{name}.{split}.{field}"
+            try:
+                source[field] = expand_env(source[field], key)
+            except ConfigError as err:
+                if check:
+                    missing.append(str(err))
+                continue
+            if check and not exists(source[field]):
+                missing.append(f"config key {key}: {what} {source[field]!r} does not exist")
+        entry["splits"][split] = source
+    entry["train_splits"] = ["train"]
+    entry["test_split"] = "test"
+    if "val" in entry["splits"]:
+        entry["val_split"] = "val"
+    return missing
+
+
 def data_arguments(entry: Mapping[str, Any]) -> list[str]:
     """``eiou data <kind>`` arguments for one resolved dataset entry."""
-    args = [entry["kind"], "--root", str(entry["root"]), "--output-dir", entry["annotations"]]
-    args += ["--splits", *entry["train_splits"], entry["test_split"]]
+    if entry.get("splits"):
+        args = [entry["kind"], "--output-dir", entry["annotations"]]
+        for split, source in entry["splits"].items():
+            args += ["--split", split, str(source["annotations"]), str(source["images"])]
+    else:
+        args = [entry["kind"], "--root", str(entry["root"]), "--output-dir", entry["annotations"]]
+        splits = [*entry["train_splits"], entry.get("val_split"), entry["test_split"]]
+        args += ["--splits", *dict.fromkeys(s for s in splits if s)]
+    classes = entry.get("classes")
+    if classes is not None:
+        args += ["--classes", *(["auto"] if classes == "auto" else classes)]
+        args += ["--classes-from", *entry["train_splits"]]
     for key, value in entry.get("options", {}).items():
         args += [f"--{key.replace('_', '-')}", _cli_value(value)]
     return args
@@ -435,10 +554,11 @@ def _resolve_variant(ref: Any, config: Mapping[str, Any]) -> tuple[str, dict[str
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
-    """SHA-256 of the spec's canonical JSON, without its ``name`` and the dataset root,
-    with the calibration rule (:data:`CALIBRATION_RULE`) added.
+    """SHA-256 of the spec's canonical JSON, without its ``name`` and the dataset's
+    location (its root, and the files of its ``splits``: only their names count), with the
+    calibration rule (:data:`CALIBRATION_RULE`) added.
 
-    The root is left out so that the same experiment gets the same id wherever the data
+    The location is left out so that the same experiment gets the same id wherever the data
     happens to live; the name is the id itself.
     """
     content = copy.deepcopy(dict(spec))
@@ -446,6 +566,8 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
     content["calibration"] = list(CALIBRATION_RULE)
     if isinstance(content.get("data"), dict):
         content["data"].pop("root", None)
+        if isinstance(content["data"].get("splits"), dict):  # file locations, like the root
+            content["data"]["splits"] = sorted(content["data"]["splits"])
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -500,16 +622,12 @@ def make_run_spec(
     section as given (its ``batch_size`` counts the images of one iteration over all
     processes, so a run means the same on 1 or 8 GPUs).
     """
-    data = {
-        "name": dataset_name,
-        "kind": dataset["kind"],
-        "root": dataset["root"],
-        "annotations": dataset["annotations"],
-        "train_splits": list(dataset["train_splits"]),
-        "test_split": dataset["test_split"],
-        "has_ground_truth": dataset["has_ground_truth"],
-        **copy.deepcopy(dataset.get("options", {})),
-    }
+    data: dict[str, Any] = {"name": dataset_name, "kind": dataset["kind"]}
+    for key in ("root", "annotations", "splits", "train_splits", "test_split", "val_split",
+                "classes", "has_ground_truth"):  # fmt: skip
+        if key in dataset:
+            data[key] = copy.deepcopy(dataset[key])
+    data.update(copy.deepcopy(dataset.get("options", {})))
     model = _merged(
         config.get("model", {}),
         {
@@ -650,7 +768,8 @@ def build_plan(config: Mapping[str, Any], check_roots: bool | None = None) -> di
                             backbone,
                             config["schedules"][sname],
                             config.get("base_seed", 0) + i,
-                            holdout=holdout,
+                            # a dataset's own validation split wins over a carved one
+                            holdout=None if datasets[dname].get("val_split") else holdout,
                             overrides=overrides,
                         )
                         runs.setdefault(spec["name"], spec)

@@ -13,13 +13,14 @@ Data config keys (``data_cfg``, the ``data`` section of a run spec):
     ``synthetic``, ``voc`` or ``coco``.
 ``root``
     synthetic: folder the images are generated into; voc: the ``VOCdevkit`` folder or its
-    parent; coco: the folder holding ``annotations/`` and ``train2017/`` etc.
+    parent, or one VOC-format folder holding ``Annotations/`` (any dataset; see
+    :mod:`eiou.data.voc`); coco: the folder holding ``annotations/`` and ``train2017/`` etc.
 ``annotations``
     folder of the prepared ``<split>.json`` files (``eiou data`` writes them); default
     ``root``. Synthetic and VOC splits missing there are generated / converted on first use.
-``train_splits``, ``test_split``
-    what the split names ``"train"`` and ``"test"`` stand for (a list is merged into one
-    dataset, e.g. VOC07+12 trainval). Any concrete split name may also be passed.
+``train_splits``, ``test_split``, ``val_split``
+    what the split names ``"train"``, ``"test"`` and ``"val"`` stand for (a list is merged
+    into one dataset, e.g. VOC07+12 trainval). Any concrete split name may also be passed.
 ``horizontal_flip``
     flip training images with probability 0.5 (default true).
 ``holdout``
@@ -29,10 +30,18 @@ Data config keys (``data_cfg``, the ``data`` section of a run spec):
     ``round(fraction * N)`` images). The test split is never touched.
 synthetic: ``seed``, ``num_<split>``, ``image_size``, ``num_classes``, ``max_objects``
     see :mod:`eiou.data.synthetic`.
-voc: ``use_difficult``
-    default false: difficult objects are ignore regions (see :mod:`eiou.data.voc`).
-coco: split names
-    ``train2017``, ``val2017``, ``test-dev2017`` (no ground truth), ``test2017``.
+voc: ``use_difficult``, ``classes``
+    ``use_difficult`` default false: difficult objects are ignore regions; ``classes``: a
+    list of names, or ``auto`` (the sorted names in the ``train_splits``' annotations),
+    default the 20 VOC classes (see :mod:`eiou.data.voc`).
+coco: ``splits`` or split names
+    ``splits`` maps split names to ``{annotations: <COCO JSON file>, images: <folder>}``
+    (any COCO-format dataset: any category ids, images without boxes allowed); other
+    names are the 2017 layout under ``root``: ``train2017``, ``val2017``, ``test-dev2017``
+    (no ground truth), ``test2017``.
+
+Images are read as 8-bit RGB in their stored orientation (EXIF orientation ignored; see
+:mod:`eiou.data.coco`).
 
 Other keys (``name``, ``has_ground_truth``, ...) are ignored here.
 """
@@ -65,6 +74,7 @@ __all__ = [
     "split_sources",
     "validate_coco",
     "validate_dataset",
+    "voc_options",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,15 +83,16 @@ KINDS: tuple[str, ...] = ("synthetic", "voc", "coco")
 
 
 def resolve_splits(data_cfg: Mapping[str, Any], split: str | Sequence[str]) -> list[str]:
-    """Concrete split names: ``"train"`` -> ``train_splits``, ``"test"`` -> ``test_split``
-    when the config defines them and they differ; a list is taken as given."""
+    """Concrete split names: ``"train"`` -> ``train_splits``, ``"test"`` -> ``test_split``,
+    ``"val"`` -> ``val_split`` when the config defines them; a list is taken as given."""
     if not isinstance(split, str):
         return [str(s) for s in split]
     train_splits = list(data_cfg.get("train_splits") or [])
     if split == "train" and train_splits:
         return [str(s) for s in train_splits]
-    if split == "test" and data_cfg.get("test_split"):
-        return [str(data_cfg["test_split"])]
+    for alias in ("test", "val"):
+        if split == alias and data_cfg.get(f"{alias}_split"):
+            return [str(data_cfg[f"{alias}_split"])]
     return [split]
 
 
@@ -95,8 +106,12 @@ def split_sources(
     """``(COCO dict, image id -> image file)`` of one concrete split, preparing it if needed
     (synthetic: generate; voc: convert)."""
     kind = data_cfg.get("kind")
+    custom = dict(data_cfg.get("splits") or {})
+    if kind == "coco" and split in custom:
+        return _custom_coco_sources(data_cfg, split, custom[split])
     if "root" not in data_cfg:
-        raise DatasetError("data config has no 'root'")
+        known = f" (the data config's splits: {', '.join(custom)})" if custom else ""
+        raise DatasetError(f"data config has no 'root' for split {split!r}{known}")
     root = Path(data_cfg["root"])
     ann_dir = _annotations_dir(data_cfg)
     json_path = ann_dir / f"{split}.json"
@@ -108,9 +123,8 @@ def split_sources(
             _synthetic.generate(root, {split: num}, options, out_dir=ann_dir, progress=False)
         image_dir = root / split
     elif kind == "voc":
-        use_difficult = _as_bool(data_cfg.get("use_difficult", False))
-        _voc.convert_voc(root, ann_dir, [split], use_difficult=use_difficult, progress=False)
-        image_dir = _voc.find_devkit(root)
+        _voc.convert_voc(root, ann_dir, [split], progress=False, **voc_options(data_cfg))
+        image_dir = _voc.image_root(root)
     elif kind == "coco":
         raw_json, image_dir = _coco.coco_split_paths(root, split)
         if not json_path.is_file():
@@ -118,6 +132,36 @@ def split_sources(
     else:
         raise DatasetError(f"unknown dataset kind {kind!r}; expected one of {', '.join(KINDS)}")
     data = _coco.read_json(json_path)
+    return data, _coco.image_paths_for(data, image_dir)
+
+
+def voc_options(data_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`eiou.data.voc.convert_voc` options of a VOC data config: ``use_difficult``,
+    ``classes`` (default the 20 VOC classes) and, for ``classes: auto``, the training
+    splits the names are read from."""
+    classes = data_cfg.get("classes")
+    options: dict[str, Any] = {"use_difficult": _as_bool(data_cfg.get("use_difficult", False))}
+    if classes is not None:
+        options["classes"] = classes if isinstance(classes, str) else list(classes)
+        options["classes_from"] = list(data_cfg.get("train_splits") or [])
+    return options
+
+
+def _custom_coco_sources(
+    data_cfg: Mapping[str, Any], split: str, source: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[int, Path]]:
+    """A split of ``splits``: the prepared copy when ``eiou data coco`` wrote one, else the
+    annotation file itself, normalised (:func:`eiou.data.coco.normalize_coco`)."""
+    image_dir = Path(source["images"])
+    prepared = (
+        Path(data_cfg["annotations"]) / f"{split}.json" if data_cfg.get("annotations") else None
+    )
+    if prepared is not None and prepared.is_file():
+        data = _coco.read_json(prepared)
+    else:
+        data = _coco.normalize_coco(
+            _coco.read_json(source["annotations"]), source["annotations"], image_dir
+        )
     return data, _coco.image_paths_for(data, image_dir)
 
 
