@@ -179,11 +179,11 @@ def detectron2_config(model_cfg: Mapping[str, Any], num_classes: int) -> CfgNode
         anchors = [[s, s * 2 ** (1 / 3), s * 2 ** (2 / 3)] for s in sizes]
     scoring = scoring_settings(model_cfg)
     head = "ROI_HEADS" if detector == "faster_rcnn" else "RETINANET"
+    frozen = 5 - trainable_stages(weights, model_cfg.get("trainable_layers"))  # stem = 1
     settings: dict[str, Any] = {
         "MODEL.ANCHOR_GENERATOR.SIZES": anchors,
         "MODEL.RESNETS.NORM": _NORM_NAMES[backbone_norm(weights, model_cfg.get("norm"))],
-        "MODEL.BACKBONE.FREEZE_AT": 5
-        - trainable_stages(weights, model_cfg.get("trainable_layers")),
+        "MODEL.BACKBONE.FREEZE_AT": frozen,
         "INPUT.MIN_SIZE_TRAIN": (int(model_cfg["min_size"]),),
         "INPUT.MAX_SIZE_TRAIN": int(model_cfg["max_size"]),
         "INPUT.MIN_SIZE_TEST": int(model_cfg["min_size"]),
