@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/bench_engines.py                  # CPU: small images
         [--size 128] [--max-size 128] [--batch-size 2] [--rounds 5] [--iterations 1]
-        [--warmup 2] [--threads 2] [--output benchmarks/results/engines_cpu.md]
+        [--warmup 2] [--threads 1] [--output benchmarks/results/engines_cpu.md]
     python benchmarks/bench_engines.py --device cuda    # GPU: the paper's image size
         (short side 800, long side up to 1333, 2 images; --output engines_cuda.md)
 
@@ -18,8 +18,10 @@ losses, ``backward`` and an SGD step (momentum 0.9, weight decay 1e-4, lr 0.002)
 first runs ``--warmup`` untimed iterations; then rounds are interleaved (each round times
 ``--iterations`` iterations of every model in turn, from the same RNG seed, so the samplers
 draw alike), on CUDA synchronised before and after. The table reports the median seconds per
-iteration, the ratio to torchvision's smooth-L1 and, per engine, the full method's ratio to
-its smooth-L1. Needs detectron2 (the optional engine; its compiled ``_C`` is not used).
+iteration (on a CPU the process's CPU time, one thread by default, so that other work on a
+shared machine does not enter the ratios; the wall clock beside it), the ratio to
+torchvision's smooth-L1 and, per engine, the full method's ratio to its smooth-L1. Needs
+detectron2 (the optional engine; its compiled ``_C`` is not used).
 """
 
 from __future__ import annotations
@@ -103,8 +105,9 @@ def bench(
     iterations: int,
     warmup: int,
     device: torch.device,
-) -> dict[str, float]:
-    """Median seconds per iteration of each model (interleaved rounds, warm-up excluded)."""
+) -> dict[str, tuple[float, float]]:
+    """Median wall-clock and process CPU seconds per iteration of each model (interleaved
+    rounds, warm-up excluded)."""
 
     def sync() -> None:
         if device.type == "cuda":
@@ -114,17 +117,25 @@ def bench(
         for _ in range(warmup):
             step(model, optimizer, batch)
     sync()
-    times: dict[str, list[float]] = {name: [] for name in models}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
     for r in range(rounds):
         for name, (model, optimizer) in models.items():
             torch.manual_seed(1000 + r)  # the same RPN / RoI sampling draws for every model
             sync()
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(iterations):
                 step(model, optimizer, batch)
             sync()
-            times[name].append((time.perf_counter() - start) / iterations)
-    return {name: statistics.median(t) for name, t in times.items()}
+            times[name].append(
+                (
+                    (time.perf_counter() - wall) / iterations,
+                    (time.process_time() - cpu) / iterations,
+                )
+            )
+    return {
+        name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
+        for name, t in times.items()
+    }
 
 
 def _machine(device: torch.device, threads: int) -> str:
@@ -142,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="interleaved timed rounds (cpu 5, cuda 7)")
     parser.add_argument("--iterations", type=int, help="iterations per round (cpu 1, cuda 5)")
     parser.add_argument("--warmup", type=int, help="untimed iterations (cpu 2, cuda 5)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     parser.add_argument("--output", type=Path, help="Markdown file to write")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -170,11 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         for name, variant in VARIANTS.items()
     }
     medians = bench(models, batch, rounds, iterations, warmup, device)
-    base = medians[("torchvision", "smooth_l1")]
+    # on a CPU the process's CPU time (one thread: the compute alone, whatever else runs on
+    # the machine); on CUDA the synchronised wall clock
+    column = 1 if kind == "cpu" else 0
+    timed = {key: value[column] for key, value in medians.items()}
+    base = timed[("torchvision", "smooth_l1")]
 
     command = "python benchmarks/bench_engines.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
+    clock = "process CPU time" if kind == "cpu" else "wall clock, CUDA synchronised"
     lines = [
         f"# Time per training iteration: torchvision vs detectron2 engine ({kind.upper()})",
         "",
@@ -185,21 +201,22 @@ def main(argv: list[str] | None = None) -> int:
         f"{'present, unused' if compiled else 'absent'}). R-50-FPN Faster R-CNN from scratch, "
         f"{batch_size} images of {height}x{width} px (short side {size}, cap {max_size}), "
         f"fp32; {warmup} warm-up iterations per model excluded, then the median of {rounds} "
-        f"interleaved rounds of {iterations} iterations (forward + backward + SGD step)"
-        f"{', CUDA synchronised' if kind == 'cuda' else ''}.",
+        f"interleaved rounds of {iterations} iterations (forward + backward + SGD step), "
+        f"timed by the {clock}.",
         "",
-        "| engine | variant | s / iteration | vs torchvision smooth-L1 | full vs smooth-L1 |",
-        "|---|---|---:|---:|---:|",
+        "| engine | variant | s / iteration | vs torchvision smooth-L1 | full vs smooth-L1 "
+        "| wall s / iteration |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for engine, name in models:
-        value = medians[(engine, name)]
-        own = value / medians[(engine, "smooth_l1")]
+        value = timed[(engine, name)]
+        own = value / timed[(engine, "smooth_l1")]
         lines.append(
             f"| {engine} | {name} | {value:.4f} | {value / base:.3f}x | "
-            f"{f'{own:.3f}x' if name == 'full' else ''} |"
+            f"{f'{own:.3f}x' if name == 'full' else ''} | {medians[(engine, name)][0]:.4f} |"
         )
         print(f"{engine:12s} {name:10s} {value:.4f} s  {value / base:.3f}x", flush=True)
-    ratio = medians[("detectron2", "smooth_l1")] / base
+    ratio = timed[("detectron2", "smooth_l1")] / base
     lines += [
         "",
         f"detectron2 engine / torchvision engine (smooth-L1): {ratio:.3f}x. Each engine runs "

@@ -37,6 +37,7 @@ from eiou.engines.settings import (
     scoring_settings,
     trainable_stages,
 )
+from eiou.engines.torchvision.box_regression import DEFAULT_CODER_WEIGHTS
 
 __all__ = [
     "BACKBONES",
@@ -218,7 +219,8 @@ def stage_box_loss(box_loss: Mapping[str, Any], cfg: CfgNode, stage: str) -> dic
     For ``name: smooth_l1``: without ``beta``, the beta of ``stage`` (``faster_rcnn``: the
     box head's, ``retinanet``, ``rpn``); without ``weight``, 1 (detectron2's own loss
     weights, ``*_LOSS_WEIGHT``, apply on top as in detectron2). For the standard coder
-    without ``coder_weights``, the stage's ``BBOX_REG_WEIGHTS``. Everything else as given,
+    without ``coder_weights``, the stage's ``BBOX_REG_WEIGHTS`` (the shared defaults unless
+    ``model.options`` changes them). Everything else as given,
     with the shared defaults of
     :func:`eiou.engines.torchvision.box_regression.build_box_regression`.
     """
@@ -240,6 +242,10 @@ def stage_box_loss(box_loss: Mapping[str, Any], cfg: CfgNode, stage: str) -> dic
             out["beta"] = float(beta)
         if out.get("weight") is None:
             out["weight"] = 1.0
-    if out.get("coder", "standard") == "standard" and out.get("coder_weights") is None:
-        out["coder_weights"] = [float(w) for w in coder_weights]
+    # coder weights are set only where they differ from the shared default, so that a
+    # built-in loss keeps its tabulated calibrated weight (eiou.calibration.loss_key)
+    weights = tuple(float(w) for w in coder_weights)
+    standard = (out.get("coder") or "standard") == "standard"
+    if standard and out.get("coder_weights") is None and weights != DEFAULT_CODER_WEIGHTS[stage]:
+        out["coder_weights"] = list(weights)
     return out
