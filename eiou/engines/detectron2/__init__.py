@@ -16,7 +16,8 @@ The modules that subclass detectron2 are imported on first use.
 
 Backbones: ``resnet50``, ``resnet101``, ``resnext101_64x4d`` (the paper's, with Detectron's
 caffe-style ImageNet weights, see :mod:`eiou.engines.detectron2.weights`) and ``tiny``
-(ResNet-18 + a 64-channel FPN, for CPU runs and tests).
+(detectron2's ResNet-18 layout at half width + a 32-channel FPN, for CPU runs and tests;
+:mod:`eiou.engines.detectron2.backbone`).
 """
 
 from __future__ import annotations
