@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from eiou.config import RunConfigError
+    from eiou.engines import EngineUnavailableError
     from eiou.predict import predict
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             progress=not args.no_progress,
         )
-    except (RunConfigError, FileNotFoundError) as err:
+    except (RunConfigError, FileNotFoundError, EngineUnavailableError) as err:
         raise SystemExit(f"eiou predict: {err}") from None
     print(f"wrote {len(results)} detections to {args.output}")
     return 0

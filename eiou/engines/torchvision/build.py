@@ -29,6 +29,7 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 
+from eiou.engines.settings import default_anchor_sizes, iou_head_settings, scoring_settings
 from eiou.engines.torchvision.backbones import (
     build_backbone,
     check_weights,
@@ -50,11 +51,6 @@ __all__ = [
 
 DETECTORS = ("faster_rcnn", "retinanet")
 
-#: Paper anchor sizes (P2..P6 for Faster R-CNN, P3..P7 for RetinaNet).
-PAPER_ANCHOR_SIZES = (32, 64, 128, 256, 512)
-#: The tiny RetinaNet's sizes on P2..P6: 4x the stride, as the paper's 32..512 on P3..P7.
-TINY_RETINANET_ANCHOR_SIZES = (16, 32, 64, 128, 256)
-
 #: torchvision keyword defaults for the tiny backbone (fewer proposals and RoIs on a CPU).
 TINY_OPTIONS: dict[str, dict[str, Any]] = {
     "faster_rcnn": {
@@ -67,13 +63,6 @@ TINY_OPTIONS: dict[str, dict[str, Any]] = {
     },
     "retinanet": {"topk_candidates": 300},
 }
-
-
-def default_anchor_sizes(backbone: str, detector: str = "faster_rcnn") -> tuple[int, ...]:
-    """Base anchor size in pixels per pyramid level (5 levels, finest first)."""
-    if backbone == "tiny" and detector == "retinanet":
-        return TINY_RETINANET_ANCHOR_SIZES
-    return PAPER_ANCHOR_SIZES
 
 
 def retinanet_levels(backbone: str) -> tuple[list[int], ExtraFPNBlock]:
@@ -92,18 +81,6 @@ def detector_options(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     options = dict(TINY_OPTIONS[model_cfg["detector"]]) if model_cfg["backbone"] == "tiny" else {}
     options.update(model_cfg.get("options") or {})
     return options
-
-
-def _iou_head_cfg(model_cfg: Mapping[str, Any]) -> tuple[bool, float]:
-    head = model_cfg.get("iou_head") or {}
-    return bool(head.get("enabled", False)), float(head.get("weight", 1.0))
-
-
-def _scoring(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    scoring = {"method": "cls", "nms_threshold": 0.5, "score_threshold": 0.05}
-    scoring.update(model_cfg.get("scoring") or {})
-    scoring.setdefault("detections_per_image", 100)
-    return scoring
 
 
 def build_detector(
@@ -141,8 +118,8 @@ def build_detector(
     sizes = tuple(model_cfg.get("anchor_sizes") or default_anchor_sizes(backbone_name, detector))
     if len(sizes) != 5:
         raise ValueError(f"model.anchor_sizes needs one size per level (5), got {sizes}")
-    iou_head, iou_weight = _iou_head_cfg(model_cfg)
-    scoring = _scoring(model_cfg)
+    iou_head, iou_weight = iou_head_settings(model_cfg)
+    scoring = scoring_settings(model_cfg)
     common = {
         "min_size": model_cfg["min_size"],
         "max_size": model_cfg["max_size"],
