@@ -372,6 +372,23 @@ def test_paper_anchor_settings_for_resnet_backbones() -> None:
         assert all(p.requires_grad for p in model.parameters())
 
 
+def test_retinanet_p6_from_c5_as_detectron_or_from_p5() -> None:
+    """``retinanet_p6: c5`` (Detectron, the paper) convolves C5 into P6; ``p5`` and the
+    default (torchvision's) convolve P5. Checked by replacing C5 and watching P6 change."""
+    base = {"detector": "retinanet", "backbone": "resnet50", "weights": "none",
+            "min_size": 128, "max_size": 128, "box_loss": {"name": "giou"}}  # fmt: skip
+    for p6, channels in ((None, 256), ("p5", 256), ("c5", 2048)):
+        model = build_detector({**base, "retinanet_p6": p6}, K)
+        block = model.backbone.fpn.extra_blocks
+        assert block.p6.in_channels == channels, p6
+        torch.manual_seed(0)
+        p = [torch.rand(1, 256, 4, 4)]
+        c5 = torch.rand(1, 2048, 4, 4)
+        out, _ = block(list(p), [c5], ["p5"])
+        again, _ = block(list(p), [c5 + 1], ["p5"])
+        assert torch.equal(out[-2], again[-2]) == (p6 != "c5"), p6  # P6 reads C5 only for c5
+
+
 def test_tiny_pyramids_keep_the_paper_anchor_to_stride_ratios() -> None:
     """tiny: Faster R-CNN's paper anchors on P2..P6; RetinaNet one level finer than the paper
     (P2..P6 instead of P3..P7) with base anchors 4x the stride, as 32 at stride 8."""

@@ -200,6 +200,11 @@ def detectron2_config(model_cfg: Mapping[str, Any], num_classes: int) -> CfgNode
         # divide by STD when training from scratch" (caffe-style weights absorbed it in conv1)
         settings["MODEL.FPN.NORM"] = settings["MODEL.RESNETS.NORM"]
         settings["MODEL.PIXEL_STD"] = IMAGENET_PIXEL_STD
+    if detector == "retinanet" and backbone != "tiny" and model_cfg.get("retinanet_p6") == "p5":
+        raise ValueError(
+            "model.retinanet_p6: p5 is torchvision's choice; detectron2's RetinaNet builds P6 "
+            "from C5 (as Detectron), use c5 or null with engine: detectron2"
+        )
     if detector == "retinanet":
         # From scratch the head towers get GroupNorm, as in the torchvision engine; with
         # ImageNet weights Detectron's norm-free head (model.head_norm overrides).

@@ -223,6 +223,12 @@ def build_backbone(
     return _resnet_fpn_extractor(net, trainable_layers, returned_layers, extra_blocks)
 
 
-def retinanet_extra_blocks(out_channels: int) -> LastLevelP6P7:
-    """P6 and P7 from P5 (torchvision's RetinaNet v1)."""
-    return LastLevelP6P7(out_channels, out_channels)
+#: Channels of C5 in every ResNet / ResNeXt here.
+C5_CHANNELS = 2048
+
+
+def retinanet_extra_blocks(out_channels: int, *, from_c5: bool = False) -> LastLevelP6P7:
+    """P6 (stride-2 conv) and P7 (ReLU, stride-2 conv) from P5 (torchvision's RetinaNet v1)
+    or, ``from_c5``, from C5 (Detectron's and the paper's): torchvision's block reads C5
+    when its input channels differ from its output channels."""
+    return LastLevelP6P7(C5_CHANNELS if from_c5 else out_channels, out_channels)

@@ -65,15 +65,18 @@ TINY_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def retinanet_levels(backbone: str) -> tuple[list[int], ExtraFPNBlock]:
+def retinanet_levels(backbone: str, p6: str | None = None) -> tuple[list[int], ExtraFPNBlock]:
     """RetinaNet's backbone stages fed to the FPN and its extra block (5 levels in all).
 
-    ResNets: C3..C5 + P6, P7 from P5 (the paper's P3..P7). ``tiny``: C2..C5 + P6 by
-    max-pooling P5 (P2..P6, strides 4..64), since its images are ~4-6x smaller.
+    ResNets: C3..C5 + P6, P7 from P5 (``p6`` ``"p5"`` or ``None``: torchvision's RetinaNet)
+    or from C5 (``"c5"``: Detectron's, the paper's) on the paper's P3..P7. ``tiny``: C2..C5 +
+    P6 by max-pooling P5 (P2..P6, strides 4..64), since its images are ~4-6x smaller.
     """
     if backbone == "tiny":
         return [1, 2, 3, 4], LastLevelMaxPool()
-    return [2, 3, 4], retinanet_extra_blocks(256)
+    if p6 not in (None, "p5", "c5"):
+        raise ValueError(f"model.retinanet_p6 must be c5, p5 or null, got {p6!r}")
+    return [2, 3, 4], retinanet_extra_blocks(256, from_c5=p6 == "c5")
 
 
 def detector_options(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,7 +155,7 @@ def build_detector(
             model_cfg,
             common,
         )
-    returned_layers, extra_blocks = retinanet_levels(backbone_name)
+    returned_layers, extra_blocks = retinanet_levels(backbone_name, model_cfg.get("retinanet_p6"))
     backbone = build_backbone(
         backbone_name, returned_layers=returned_layers, extra_blocks=extra_blocks, **backbone_kwargs
     )
