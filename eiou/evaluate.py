@@ -24,17 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import datetime as _dt
 import functools
 import io as _io
 import json
 import logging
 import os
-import platform
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +38,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from eiou.io import atomic_open, write_json
+from eiou.provenance import package_version, provenance
 
 __all__ = [
     "BACKENDS",
@@ -66,7 +62,6 @@ IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in rang
 SUMMARY_KEYS: tuple[str, ...] = (
     "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
 )  # fmt: skip
-_PROVENANCE_PACKAGES = ("torch", "torchvision", "pycocotools", "numpy", "eiou")
 #: Values of ``evaluate_predictions(backend=...)``.
 BACKENDS: tuple[str, ...] = ("pycocotools", "faster_coco_eval", "auto")
 
@@ -151,7 +146,7 @@ def _engine(backend: str) -> tuple[Any, Any, dict[str, str | None]]:
                 functools.partial(faster_coco_eval.COCOeval_faster, print_function=log.debug),
                 {"name": "faster_coco_eval", "version": faster_coco_eval.__version__},
             )
-    return COCO, COCOeval, {"name": "pycocotools", "version": _version("pycocotools")}
+    return COCO, COCOeval, {"name": "pycocotools", "version": package_version("pycocotools")}
 
 
 def evaluate_predictions(
@@ -242,73 +237,6 @@ def write_metrics(
 ) -> None:
     """Write ``{**metrics, "provenance": provenance}`` as JSON, atomically."""
     write_json(path, {**dict(metrics), "provenance": dict(provenance)})
-
-
-def _git_commit() -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout holding this package; (None, None) outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        )
-        if commit.returncode != 0:
-            return None, None
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here, capture_output=True, text=True, timeout=10,
-        )  # fmt: skip
-        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
-        return commit.stdout.strip() or None, dirty
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        module = sys.modules.get(package)
-        return getattr(module, "__version__", None) if module else None
-
-
-def provenance(run_config: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """Where a result came from: git commit (None outside a checkout) and whether the
-    tree had uncommitted changes, package versions, platform (no host name), UTC time, and
-    from ``run_config`` (a run spec) its ``run_id``, seed, box loss (with its gradient
-    mode), IoU head and scoring mode; ``extra`` keys are added as given (they win).
-    ``faster-coco-eval``'s version is listed only where it was imported (an evaluation
-    with that backend)."""
-    run_config = dict(run_config or {})
-    packages = _PROVENANCE_PACKAGES
-    if "faster_coco_eval" in sys.modules:
-        packages += ("faster-coco-eval",)
-    commit, dirty = _git_commit()
-    train = run_config.get("train") or {}
-    box_loss = run_config.get("box_loss") or {}
-    record: dict[str, Any] = {
-        "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "versions": {
-            "python": platform.python_version(),
-            **{name: _version(name) for name in packages},
-        },
-        "platform": {
-            "system": platform.system(),
-            "release": platform.release(),
-            "machine": platform.machine(),
-            "python_implementation": platform.python_implementation(),
-        },
-        "run_id": run_config.get("run_id"),
-        "seed": train.get("seed", run_config.get("seed")),
-        "box_loss": box_loss.get("name"),
-        "gradient_mode": box_loss.get("gradient"),
-        "iou_head": run_config.get("iou_head"),
-        "scoring": run_config.get("scoring"),
-        "dataset": (run_config.get("data") or {}).get("name"),
-    }
-    record.update(extra)
-    return record
 
 
 def results_file_name(algorithm: str, split: str = "test-dev2017") -> str:

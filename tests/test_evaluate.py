@@ -179,11 +179,11 @@ def test_mismatched_predictions_and_missing_ground_truth_are_errors() -> None:
 
 
 def test_write_metrics_and_provenance(tmp_path: Path) -> None:
-    spec = {"run_id": "r1", "train": {"seed": 7}, "scoring": "cls_times_iou",
-            "box_loss": {"name": "eiou", "gradient": "appendix"}}  # fmt: skip
-    record = evaluate.provenance(spec, extra_key="x")
-    assert record["seed"] == 7 and record["scoring"] == "cls_times_iou"
-    assert record["gradient_mode"] == "appendix" and record["extra_key"] == "x"
+    config = {"name": "r1", "seed": 7, "model": {"scoring": {"method": "cls_x_iou"},
+              "box_loss": {"name": "eiou", "gradient": "paper"}}}  # fmt: skip
+    record = evaluate.provenance(config, extra_key="x")
+    assert record["seed"] == 7 and record["scoring"] == "cls_x_iou" and record["run_id"] == "r1"
+    assert record["gradient_mode"] == "paper" and record["extra_key"] == "x"
     assert set(record["versions"]) >= {"python", "torch", "torchvision", "pycocotools",
                                        "numpy", "eiou"}  # fmt: skip
     assert record["versions"]["numpy"] == np.__version__
@@ -227,6 +227,7 @@ def test_cli_evaluate(tmp_path: Path) -> None:
     (tmp_path / "pred.json").write_text(
         json.dumps([{"image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50], "score": 0.5}])
     )
+    # a workflow run spec (run_id, train.seed, scoring as a string) is read as a run config
     (tmp_path / "run.yaml").write_text("run_id: abc\ntrain: {seed: 3}\nscoring: cls\n")
     rc = main(["evaluate", "--gt", str(tmp_path / "gt.json"), "--predictions",
                str(tmp_path / "pred.json"), "--output", str(tmp_path / "m.json"),
@@ -235,3 +236,13 @@ def test_cli_evaluate(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["AP"] == pytest.approx(1.0)
     assert metrics["provenance"]["seed"] == 3 and metrics["provenance"]["run_id"] == "abc"
+    assert metrics["provenance"]["scoring"] == "cls"
+    environment = metrics["provenance"]["environment"]
+    assert environment["threads"]["torch_num_threads"] >= 1
+    assert "deterministic_algorithms" in environment["determinism"]
+    # an invalid run config is an error, not a silent default
+    (tmp_path / "bad.yaml").write_text("model: {box_loss: {name: smooth_l1, power: -1}}\n")
+    rc = main(["evaluate", "--gt", str(tmp_path / "gt.json"), "--predictions",
+               str(tmp_path / "pred.json"), "--output", str(tmp_path / "m3.json"),
+               "--run-config", str(tmp_path / "bad.yaml")])  # fmt: skip
+    assert rc == 2 and not (tmp_path / "m3.json").exists()

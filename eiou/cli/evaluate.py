@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--run-config",
         type=Path,
         default=None,
-        help="run spec YAML: its seed, loss, gradient and scoring modes go into the provenance",
+        help="run config or run spec YAML: its name, seed, loss, gradient and scoring modes "
+        "go into the provenance",
     )
     parser.add_argument(
         "--backend",
@@ -38,15 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_config = {}
-    if args.run_config is not None:
-        import yaml
+    from eiou.config import RunConfigError, load_run_config
 
-        with open(args.run_config, encoding="utf-8") as handle:
-            run_config = yaml.safe_load(handle) or {}
     try:
+        run_config = load_run_config(args.run_config) if args.run_config is not None else {}
         metrics = evaluate.evaluate_predictions(args.gt, args.predictions, backend=args.backend)
-    except (OSError, ValueError, ImportError) as err:
+    except (OSError, ValueError, ImportError, RunConfigError) as err:
         print(f"eiou evaluate: {err}", file=sys.stderr)
         return 2
     record = evaluate.provenance(
