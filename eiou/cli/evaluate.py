@@ -22,6 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output", type=Path, required=True, help="metrics JSON to write")
     parser.add_argument(
+        "--image-records",
+        type=Path,
+        default=None,
+        help="per-image evaluation records to write (.npz, read by `eiou compare`; default: "
+        f"{evaluate.RECORDS_FILE} beside --output)",
+    )
+    parser.add_argument(
         "--run-config",
         type=Path,
         default=None,
@@ -43,13 +50,17 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         run_config = load_run_config(args.run_config) if args.run_config is not None else {}
-        metrics = evaluate.evaluate_predictions(args.gt, args.predictions, backend=args.backend)
+        metrics, records = evaluate.evaluate_with_records(
+            args.gt, args.predictions, backend=args.backend
+        )
     except (OSError, ValueError, ImportError, RunConfigError) as err:
         print(f"eiou evaluate: {err}", file=sys.stderr)
         return 2
     record = evaluate.provenance(
         run_config, ground_truth=str(args.gt), predictions=str(args.predictions)
     )
+    records_path = args.image_records or args.output.with_name(evaluate.RECORDS_FILE)
+    evaluate.write_image_records(records_path, records)
     evaluate.write_metrics(args.output, metrics, record)
     shown = ("AP", "AP50", "AP75", "AP90", "APs", "APm", "APl", "AR100")
     print(
@@ -57,5 +68,5 @@ def run(args: argparse.Namespace) -> int:
             f"{k}={100 * metrics[k]:.1f}" if metrics[k] is not None else f"{k}=n/a" for k in shown
         )
     )
-    print(f"wrote {args.output}")
+    print(f"wrote {args.output} and {records_path}")
     return 0
