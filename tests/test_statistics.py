@@ -21,8 +21,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from eiou import evaluate, statistics
+from eiou.cli import main
 from eiou.evaluate import ImageRecords
-from eiou.experiments import build_plan, validate_config
+from eiou.experiments import build_plan, validate_config, write_plan
 from eiou.io import write_json
 
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
@@ -420,3 +421,26 @@ def test_compare_plan_with_missing_runs(tmp_path: Path) -> None:
     eiou = frame.loc["eiou"]
     assert (eiou["n_seeds"] == 0).all() and eiou["diff"].isna().all()
     assert eiou["resolved"].isna().all()
+
+
+@pytest.mark.slow
+def test_cli_compare_then_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = _plan(seeds=1)
+    runs = tmp_path / "runs"
+    _fabricate(plan, runs)
+    write_plan(tmp_path / "plan.json", plan)
+    out = tmp_path / "tables" / "comparisons.csv"
+    rc = main(["compare", "--plan", str(tmp_path / "plan.json"), "--runs-dir", str(runs),
+               "--output", str(out), "--replicates", "200"])  # fmt: skip
+    assert rc == 0 and "resolved at 95% (200 replicates)" in capsys.readouterr().out
+    frame = statistics.read_comparisons(out)
+    assert len(frame) == 3 * len(statistics.METRICS) and (frame["replicates"] == 200).all()
+    rc = main(["tables", "--plan", str(tmp_path / "plan.json"), "--runs-dir", str(runs),
+               "--out-dir", str(tmp_path / "tables"), "--comparisons", str(out)])  # fmt: skip
+    assert rc == 0
+    md = (tmp_path / "tables" / "t1.md").read_text()
+    giou = frame[(frame["variant"] == "giou") & (frame["metric"] == "AP75")].iloc[0]
+    cell = f"{giou['diff']:+.1f} [{giou['low']:+.1f}, {giou['high']:+.1f}] *"
+    assert cell in md and "| baseline |" in md
+    assert "200 bootstrap replicates" in md and "60 test images" in md
+    assert "One seed per row" in md

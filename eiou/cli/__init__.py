@@ -18,6 +18,7 @@ VERBS: tuple[str, ...] = (
     "train",
     "predict",
     "evaluate",
+    "compare",
     "tables",
     "figures",
     "report",
