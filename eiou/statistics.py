@@ -102,7 +102,7 @@ RECALL_THRESHOLDS: np.ndarray = np.linspace(0.0, 1.00, round((1.00 - 0.0) / 0.01
 METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "AP90", "AR100")
 #: Metrics whose difference to the baseline the tables print.
 DIFFERENCE_METRICS: tuple[str, ...] = ("AP", "AP75", "AP90")
-DEFAULT_REPLICATES = 2000
+DEFAULT_REPLICATES = 1000
 _EPS = np.spacing(1)
 _THRESHOLD_OF = {"AP50": 0.5, "AP75": 0.75, "AP90": 0.9}
 #: Elements of one (replicates x detections) block, to bound memory (~32 MB of int32).
@@ -240,13 +240,13 @@ def _category_block(
         if not m:
             continue
         tp = np.cumsum(w[tp_at], axis=0, dtype=np.int64)
-        fp = seen[tp_at] - tp
+        counted = seen[tp_at]  # tp + fp (+ ignored, taken off below), an exact integer
         if cat.ignored[t].size:
             ignored = np.zeros((cat.ignored[t].size + 1, b), dtype=dtype)
             np.cumsum(w[cat.ignored[t]], axis=0, dtype=dtype, out=ignored[1:])
-            fp -= ignored[cat.ignored_before[t]]
+            counted -= ignored[cat.ignored_before[t]]
         tp_f = tp.astype(np.float64)
-        pr = tp_f / (fp.astype(np.float64) + tp_f + _EPS)
+        pr = tp_f / (counted.astype(np.float64) + _EPS)  # pycocotools: tp / (fp + tp + eps)
         envelope = np.maximum.accumulate(pr[::-1], axis=0)[::-1]  # (m, b)
         at = _first_at_least(np.ascontiguousarray(tp.T), targets)  # (b, R)
         q = np.where(at < m, envelope.T[rows, np.minimum(at, m - 1)], 0.0)  # (b, R)

@@ -268,8 +268,10 @@ def _legend(frame: pd.DataFrame, table: Mapping[str, Any]) -> str:
         "then (paper, measured - paper)."
     )
     facts = frame.attrs.get("interval") or {}
-    if not _difference_metrics(frame, table) or not facts:
+    if not facts:
         return text + " No differences to the baseline with intervals yet (`eiou compare`)."
+    if not _difference_metrics(frame, table):
+        return text
     images = "/".join(str(n) for n in facts["images"])
     text += (
         f" Δ: the row minus the baseline `{table['baseline']}` (same detector, backbone, "
