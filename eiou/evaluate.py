@@ -50,6 +50,7 @@ __all__ = [
     "ImageRecords",
     "evaluate_predictions",
     "evaluate_with_records",
+    "image_records",
     "load_ground_truth",
     "load_image_records",
     "load_predictions",
@@ -229,7 +230,7 @@ def evaluate_with_records(
     test sets. Both backends give the same records."""
     evaluator, gt, num_predictions, engine = _evaluated(coco_gt, predictions, backend, True)
     metrics = {**_collect(evaluator, gt, num_predictions), "evaluator": engine}
-    return metrics, _records(evaluator, engine["name"] or backend)
+    return metrics, image_records(evaluator, engine["name"] or backend)
 
 
 # --------------------------------------------------------------------------- records
@@ -286,9 +287,10 @@ class ImageRecords:
         return int(self.det_score.size)
 
 
-def _records(evaluator: Any, name: str) -> ImageRecords:
-    """ImageRecords from an evaluated COCOeval (pycocotools' ``evalImgs`` or, for
-    faster_coco_eval with ``separate_eval``, its C++ per-image results)."""
+def image_records(evaluator: Any, name: str = "") -> ImageRecords:
+    """The :class:`ImageRecords` of an evaluated ``COCOeval`` (bbox, default parameters):
+    pycocotools' ``evalImgs`` or, for faster_coco_eval's ``COCOeval_faster`` created with
+    ``separate_eval=True``, its C++ per-image results. ``name``: the backend, recorded."""
     params = evaluator.params
     if list(params.maxDets)[-1] != RECORD_MAX_DETECTIONS or not params.useCats:
         raise ValueError("records need the default COCO parameters (maxDets up to 100, by class)")
