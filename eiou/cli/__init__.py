@@ -19,6 +19,7 @@ VERBS: tuple[str, ...] = (
     "predict",
     "evaluate",
     "select",
+    "compare",
     "tables",
     "figures",
     "report",
