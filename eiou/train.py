@@ -26,7 +26,8 @@ log, checkpoint and show progress after each step.
   a warning in the log and a ``resumed`` record in ``train_log.jsonl`` (never silently).
 - At the end ``model_final.pth`` (final weights, config, class names, iteration,
   provenance: the training machine's threads, CPU/GPU, torch/CUDA/cuDNN versions and
-  determinism flags, the code digest, the calibrated stage settings) is written, then the final checkpoint. A complete run whose
+  determinism flags, the code digest, the calibrated stage settings) is written, then the
+  final checkpoint. A complete run whose
   ``model_final.pth`` was removed (``snakemake -R train``, or by hand) trains again from
   scratch instead of re-saving the old weights.
 - A non-finite loss stops the run before the optimizer step with

@@ -180,6 +180,7 @@ def test_mismatched_predictions_and_missing_ground_truth_are_errors() -> None:
 
 def test_write_metrics_and_provenance(tmp_path: Path) -> None:
     config = {"name": "r1", "seed": 7, "model": {"scoring": {"method": "cls_x_iou"},
+              "iou_head": {"enabled": True},
               "box_loss": {"name": "eiou", "gradient": "paper"}}}  # fmt: skip
     record = evaluate.provenance(config, extra_key="x")
     assert record["seed"] == 7 and record["scoring"] == "cls_x_iou" and record["run_id"] == "r1"
