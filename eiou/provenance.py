@@ -118,7 +118,7 @@ def _torch_facts() -> dict[str, Any]:
             "torch_num_interop_threads": torch.get_num_interop_threads(),
         },
         "torch": {
-            "version": torch.__version__,
+            "version": str(torch.__version__),
             "cuda": torch.version.cuda,
             "cudnn": cudnn.version() if cudnn.is_available() else None,
             "cuda_available": torch.cuda.is_available(),

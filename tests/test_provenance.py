@@ -116,3 +116,17 @@ def test_provenance_of_a_run_config_and_the_old_import_path() -> None:
                                           "platform"}  # fmt: skip
     empty = provenance.provenance()
     assert empty["run_id"] is None and empty["seed"] is None
+
+
+def test_provenance_holds_only_plain_values() -> None:
+    """It goes into model_final.pth, which is read with ``torch.load(weights_only=True)``:
+    plain str/int/float/bool/None/list/dict only (no TorchVersion and the like)."""
+
+    def plain(value: object) -> bool:
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in value.items())
+        if isinstance(value, list | tuple):
+            return all(plain(v) for v in value)
+        return value is None or type(value) in (str, int, float, bool)
+
+    assert plain(provenance.provenance(load_run_config({})))
