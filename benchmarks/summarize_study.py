@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}. {args.note}".rstrip(),
         "",
         "Cells: the row minus the table's baseline (same detector), percent points, with the "
-        "95 % percentile interval of a paired bootstrap that resamples the 3 seeds and the "
-        "test images (the same images for both models); `*`: the interval excludes 0. "
+        "95 % percentile interval of a paired bootstrap that resamples the seeds "
+        f"({', '.join(str(t['seeds']) for t in plan['tables'])} per table) and the test images "
+        "(the same images for both models); `*`: the interval excludes 0. "
         "The row's candidate was chosen by its mean validation AP over seeds, on images held "
         "out of its training data, never on the test split.",
         "",
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             ap = mine.loc["AP", "value"] if "AP" in mine.index else math.nan
             chosen = (row.get("chosen") or {}).get("label", "")
             cells = [_cell(mine.loc[m]) if m in mine.index else "" for m in METRICS]
+            if row["variant"] == table["baseline"]:
+                cells = ["baseline"] * len(METRICS)
             lines.append(
                 f"| {row['label']} | {row['detector']} | {chosen} | {ap:.1f} | "
                 + " | ".join(cells)
