@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from eiou import schemas
+from eiou.dataset_layout import layout_problems
 from eiou.io import write_json, write_text
 
 __all__ = [
@@ -45,9 +46,11 @@ __all__ = [
     "data_arguments",
     "load_config",
     "load_run_spec",
+    "option_arguments",
     "paper_reference",
     "run_id",
     "run_spec_text",
+    "runtime_request",
     "spec_hash",
     "validate_config",
     "write_plan",
@@ -265,7 +268,30 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     except schemas.SchemaError as err:
         raise ConfigError(str(err)) from None
     _check_references(config)
+    _check_gpus(config)
     return config
+
+
+def _check_gpus(config: Mapping[str, Any]) -> None:
+    """A training job that asks for GPUs asks for one per process of each of its runs."""
+    gpus = config.get("resources", {}).get("train", {}).get("gpu", 0)
+    used = {
+        s for t in config["tables"].values() for r in t["rows"] for s in _as_list(r["schedule"])
+    }
+    wrong = sorted(
+        f"schedules.{name}.processes is {config['schedules'][name].get('processes', 1)}"
+        for name in used
+        if name in config["schedules"]
+        and gpus
+        and config["schedules"][name].get("processes", 1) != gpus
+    )
+    if wrong:
+        raise ConfigError(
+            f"config key resources.train.gpu: {gpus} GPUs per training job, but "
+            + "; ".join(wrong)
+            + " (one process per GPU; or set gpu: 0 and request GPUs another way, e.g. "
+            "--set-resources train:gres=gpu:N)"
+        )
 
 
 def _check_references(config: Mapping[str, Any]) -> None:
@@ -327,7 +353,8 @@ def expand_env(value: str, key: str) -> str:
 
 
 def resolve_datasets(config: Mapping[str, Any], check_roots: bool | None = None) -> dict[str, dict]:
-    """Dataset entries with their root resolved; missing roots raise one ConfigError.
+    """Dataset entries with their root resolved; missing roots, and roots without the
+    kind's layout (:func:`eiou.dataset_layout.layout_problems`), raise one ConfigError.
 
     Only datasets that some table uses are resolved or checked. Synthetic data is generated
     into ``results/data/<name>`` unless ``root`` says otherwise.
@@ -355,11 +382,15 @@ def resolve_datasets(config: Mapping[str, Any], check_roots: bool | None = None)
             if check_roots and not Path(entry["root"]).is_dir():
                 missing.append(f"config key {key}: folder {entry['root']!r} does not exist")
                 continue
+            if check_roots:
+                splits = [*entry["train_splits"], entry["test_split"]]
+                problems = layout_problems(entry["kind"], entry["root"], splits)
+                missing += [f"config key {key}: {problem}" for problem in problems]
         entry["annotations"] = f"results/data/{name}"
         out[name] = entry
     if missing:
         raise ConfigError(
-            "dataset roots missing (nothing was scheduled):\n  "
+            "dataset roots missing or incomplete (nothing was scheduled):\n  "
             + "\n  ".join(missing)
             + "\n  (set check_data_roots: false to list jobs without the data)"
         )
@@ -368,17 +399,35 @@ def resolve_datasets(config: Mapping[str, Any], check_roots: bool | None = None)
 
 def data_arguments(entry: Mapping[str, Any]) -> list[str]:
     """``eiou data <kind>`` arguments for one resolved dataset entry."""
-    args = [entry["kind"], "--root", str(entry["root"]), "--output-dir", entry["annotations"]]
+    args = [entry["kind"], "--root", str(entry["root"]), "--output", entry["annotations"]]
     args += ["--splits", *entry["train_splits"], entry["test_split"]]
-    for key, value in entry.get("options", {}).items():
-        args += [f"--{key.replace('_', '-')}", _cli_value(value)]
+    return args + option_arguments(entry.get("options", {}))
+
+
+def runtime_request(minutes: int, attempt: int, cap: int, *, resumable: bool) -> int:
+    """Minutes a job asks the scheduler for on its ``attempt``-th try (1, 2, ...).
+
+    A resumable job (training: it continues from its newest checkpoint) asks for
+    ``minutes`` every time; any other job that failed (e.g. ran out of time) asks for twice
+    its previous attempt's. No request exceeds ``cap`` (the partitions' time limit): a
+    larger one would pend forever or be rejected.
+    """
+    if resumable:
+        return min(minutes, cap)
+    return min(minutes * 2 ** (attempt - 1), cap)
+
+
+def option_arguments(options: Mapping[str, Any]) -> list[str]:
+    """Command-line arguments of an options mapping: ``--key value``, underscores become
+    dashes, and a boolean is a flag (``--key`` or ``--no-key``)."""
+    args: list[str] = []
+    for key, value in options.items():
+        flag = key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            args += [f"--{flag}", str(value)]
     return args
-
-
-def _cli_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 # --------------------------------------------------------------------------- run specs
@@ -402,15 +451,20 @@ def _resolve_variant(ref: Any, config: Mapping[str, Any]) -> tuple[str, dict[str
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
-    """SHA-256 of the spec's canonical JSON, without its ``name`` and the dataset root.
+    """SHA-256 of the spec's canonical JSON, without its ``name``, the dataset root and
+    ``train.processes``.
 
-    The root is left out so that the same experiment gets the same id wherever the data
-    happens to live; the name is the id itself.
+    The root and the number of processes are left out so that the same experiment gets the
+    same id wherever the data happens to live and on however many GPUs it trains (the
+    global batch, the data stream and the schedule do not depend on them); the name is
+    the id itself.
     """
     content = copy.deepcopy(dict(spec))
     content.pop("name", None)
     if isinstance(content.get("data"), dict):
         content["data"].pop("root", None)
+    if isinstance(content.get("train"), dict):
+        content["train"].pop("processes", None)
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -40,7 +40,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +49,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from eiou.data.coco import DatasetError
+from eiou.dataset_layout import VOC_SPLIT
 from eiou.io import write_json
 
 __all__ = [
@@ -72,12 +72,11 @@ VOC_CLASSES: tuple[str, ...] = (
 )  # fmt: skip
 
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
-_SPLIT = re.compile(r"^(?:voc_)?(\d{4})_(\w+)$")
 
 
 def parse_split(split: str) -> tuple[str, str]:
     """``"voc_2007_trainval"`` -> ``("2007", "trainval")``."""
-    match = _SPLIT.match(split)
+    match = VOC_SPLIT.match(split)
     if not match:
         raise DatasetError(f"VOC split {split!r} is not of the form voc_<year>_<imageset>")
     return match.group(1), match.group(2)
