@@ -1,12 +1,13 @@
 """`eiou data`: prepare a dataset as COCO JSON (generate, convert or copy) and check it.
 
     eiou data synthetic --root DIR [--splits train test] [--seed 0] [--num-train 256] ...
-    eiou data voc --root VOC_ROOT --output-dir DIR [--splits voc_2007_trainval ...]
-    eiou data coco --root COCO_ROOT --output-dir DIR [--splits train2017 val2017]
+    eiou data voc --root VOC_ROOT --output DIR [--splits voc_2007_trainval ...]
+    eiou data coco --root COCO_ROOT --output DIR [--splits train2017 val2017]
     eiou data check --config run.yaml
 
-Each preparing command writes ``<output-dir>/<split>.json`` per split, validates it (see
-:mod:`eiou.data.validate`) and writes the counts to ``<output-dir>/<split>.validation.json``.
+Each preparing command writes ``<output>/<split>.json`` per split (``--output`` defaults to
+``--root``), validates it (see :mod:`eiou.data.validate`) and writes the counts to
+``<output>/<split>.validation.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from eiou.cli import add_output
 from eiou.data import DatasetError, coco, synthetic, validate, voc
 from eiou.data.coco import image_paths_for, read_json
 from eiou.io import write_json
@@ -24,35 +26,33 @@ from eiou.io import write_json
 HELP = "prepare a dataset (synthetic, voc, coco) as COCO JSON, or check a run's dataset"
 
 
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+#: What each option of the synthetic generator means (its keys: synthetic.DEFAULT_OPTIONS).
+_SYNTHETIC_OPTIONS = {
+    "seed": "seed of the generated images",
+    "image_size": "side of the square images in pixels",
+    "num_classes": "number of shape classes",
+    "max_objects": "most objects in one image",
+}
 
 
 def _common(parser: argparse.ArgumentParser, splits: list[str]) -> None:
     parser.add_argument("--root", type=Path, required=True, help="dataset root folder")
-    parser.add_argument(
-        "--output-dir",
-        "--out",
-        dest="output_dir",
-        type=Path,
-        default=None,
-        help="where <split>.json go (default: --root)",
-    )
+    add_output(parser, "folder for <split>.json (default: --root)", required=False)
     parser.add_argument(
         "--splits", nargs="+", default=splits, help="splits to prepare (default: %(default)s)"
     )
     parser.add_argument("--force", action="store_true", help="redo finished splits")
-    parser.add_argument("--no-validate", action="store_true", help="skip the validation")
+    parser.add_argument(
+        "--validate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="validate each prepared split and write <split>.validation.json (default: yes)",
+    )
     parser.add_argument(
         "--horizontal-flip",
-        type=_bool,
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="a training option; accepted here and ignored",
+        help="a training option of the dataset's runs; accepted here and ignored",
     )
 
 
@@ -62,7 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(p, ["train", "val"])
     for key, default in synthetic.DEFAULT_OPTIONS.items():
         p.add_argument(
-            f"--{key.replace('_', '-')}", type=int, default=default, help="(default %(default)s)"
+            f"--{key.replace('_', '-')}",
+            type=int,
+            default=default,
+            help=f"{_SYNTHETIC_OPTIONS[key]} (default %(default)s)",
         )
     for split in ("train", "val", "test"):
         p.add_argument(
@@ -76,9 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(p, ["voc_2007_trainval", "voc_2012_trainval", "voc_2007_test"])
     p.add_argument(
         "--use-difficult",
-        type=_bool,
+        action=argparse.BooleanOptionalAction,
         default=False,
-        help="true: difficult objects are ordinary; false (default): ignore regions",
+        help="difficult objects are ordinary objects (default: no, they are ignore regions)",
     )
 
     p = sub.add_parser("coco", help="check a COCO 2017 folder and copy the split JSON files")
@@ -88,9 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, required=True, help="run spec YAML (run.yaml)")
     p.add_argument(
         "--decode",
-        type=_bool,
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="fully decode every image (default: up to 20000 images)",
+        help="fully decode every image (default: when there are at most 20000, else read headers)",
     )
 
 
@@ -110,10 +113,9 @@ def _validate_prepared(kind: str, root: Path, out: Path, split: str) -> dict[str
 
 
 def _check(args: argparse.Namespace) -> int:
-    import yaml
+    from eiou.config import read_yaml
 
-    with open(args.config, encoding="utf-8") as handle:
-        spec = yaml.safe_load(handle) or {}
+    spec = read_yaml(args.config, "run config")
     data_cfg = spec.get("data", spec)
     decode = "auto" if args.decode is None else args.decode
     result = {}
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.kind == "check":
             return _check(args)
-        out = args.output_dir or args.root
+        out = args.output or args.root
         if args.kind == "synthetic":
             options = {key: getattr(args, key) for key in synthetic.DEFAULT_OPTIONS}
             sizes = {
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             coco.prepare_coco(args.root, out, args.splits)
         for split in args.splits:
-            if not args.no_validate:
+            if args.validate:
                 counts = _validate_prepared(args.kind, args.root, out, split)
                 print(
                     f"{split}: "

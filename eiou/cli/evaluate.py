@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from eiou import evaluate
+from eiou.cli import UserError, add_output, reading
 
 HELP = "evaluate COCO-format predictions against ground truth (AP, AP90, recall per IoU)"
 
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="detections, COCO results format (list of image_id, "
         "category_id, bbox [x, y, w, h], score)",
     )
-    parser.add_argument("--output", type=Path, required=True, help="metrics JSON to write")
+    add_output(parser, "metrics JSON to write")
     parser.add_argument(
         "--run-config",
         type=Path,
@@ -38,17 +38,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_config = {}
-    if args.run_config is not None:
-        import yaml
+    from eiou.config import read_yaml
 
-        with open(args.run_config, encoding="utf-8") as handle:
-            run_config = yaml.safe_load(handle) or {}
+    run_config = {} if args.run_config is None else read_yaml(args.run_config, "run config")
+    with reading(args.gt, "ground truth"):
+        gt = evaluate.load_ground_truth(args.gt)
+    with reading(args.predictions, "predictions"):
+        predictions = evaluate.load_predictions(args.predictions)
     try:
-        metrics = evaluate.evaluate_predictions(args.gt, args.predictions, backend=args.backend)
-    except (OSError, ValueError, ImportError) as err:
-        print(f"eiou evaluate: {err}", file=sys.stderr)
-        return 2
+        metrics = evaluate.evaluate_predictions(gt, predictions, backend=args.backend)
+    except (ValueError, ImportError) as err:
+        raise UserError(f"{args.predictions} against {args.gt}: {err}") from None
     record = evaluate.provenance(
         run_config, ground_truth=str(args.gt), predictions=str(args.predictions)
     )
