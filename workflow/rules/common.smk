@@ -31,15 +31,31 @@ except experiments.ConfigError as err:
 # apptainer, the rule's environment (envs/eiou.yaml, or the image built from
 # envs/eiou.def) provides python and the checkout provides eiou (PYTHONPATH); otherwise
 # the Python running Snakemake (e.g. .venv) is first on PATH, activated or not.
+#
+# Preemption where the cluster cancels preempted jobs (PreemptMode=CANCEL): the SLURM
+# plugin never reports a PREEMPTED job as failed, it waits for it, forever. So a job that
+# SLURM stops for preemption (its PreemptTime is set; a timeout or an scancel leaves it
+# unset) requeues itself on the way out: it starts again later and resumes. Outside SLURM,
+# or where scontrol is missing, the trap only exits.
+# (shell.prefix formats its text like a shell command: braces are doubled.)
+REQUEUE_IF_PREEMPTED = (
+    'trap \'if [ -n "${{SLURM_JOB_ID:-}}" ] && scontrol show job "$SLURM_JOB_ID" 2>/dev/null'
+    ' | grep -q "PreemptTime=[0-9]"; then scontrol requeue "$SLURM_JOB_ID" || true; fi;'
+    " exit 143' TERM; "
+)
 DEPLOYMENT = {str(m).lower() for m in workflow.deployment_settings.deployment_method}
 if any("conda" in m or "apptainer" in m or "singularity" in m for m in DEPLOYMENT):
     shell.prefix(
         "set -euo pipefail; "
-        f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{PYTHONPATH:+:$PYTHONPATH}}; "
+        + REQUEUE_IF_PREEMPTED
+        + f"export PYTHONPATH={shlex.quote(workflow.basedir)}"
+        + "${{PYTHONPATH:+:$PYTHONPATH}}; "
     )
 else:
     shell.prefix(
-        f"set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH; "
+        "set -euo pipefail; "
+        + REQUEUE_IF_PREEMPTED
+        + f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH; "
     )
 
 
