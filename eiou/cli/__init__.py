@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(verb if verb in VERBS else None).parse_args(argv)
     try:
         return int(args._run(args) or 0)
+    except BrokenPipeError:  # the reader stopped early (`eiou runs --list | head -n 1`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:
         names = _qualified_names(err)
         if isinstance(err, UserError) or names & _USER_ERRORS:
