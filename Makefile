@@ -26,9 +26,12 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# ruff (Python), snakemake --lint (workflow best practices), snakefmt (workflow format)
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow
 
 clean-results:
 	rm -rf results/* reports/* .snakemake

@@ -14,6 +14,13 @@ if "preset" not in config:
 
 
 include: "workflow/rules/common.smk"
+
+
+# With --software-deployment-method apptainer every job runs in this image (built from
+# envs/eiou.def, the same pins as envs/eiou.yaml); other methods ignore it.
+container: config["container"]
+
+
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
@@ -28,6 +35,6 @@ report: "workflow/report/workflow.rst"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

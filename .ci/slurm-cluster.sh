@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # A throw-away single-node SLURM cluster for tests (Debian slurm-wlm + munge, as root,
-# without systemd): proctrack/linuxproc, task/affinity, no accounting, a fake `gpu` gres.
+# without systemd): proctrack/linuxproc, task/affinity, no accounting, a fake `gpu` gres
+# (two devices), the partitions `cpu` (default) and `gpu` that
+# workflow/profiles/slurm/partitions.yaml names, both on the one node, and a partition
+# `urgent` whose jobs preempt theirs the way many clusters do it: by cancelling them
+# (PreemptType=preempt/partition_prio, PreemptMode=CANCEL).
 #
 #   .ci/slurm-cluster.sh install        apt-get install the packages (root only)
 #   .ci/slurm-cluster.sh start DIR      write DIR/slurm.conf, start munged, slurmctld, slurmd
@@ -76,7 +80,11 @@ MinJobAge=600
 KillWait=5
 SlurmdTimeout=60
 NodeName=$host CPUs=$cpus RealMemory=$mem Gres=gpu:2 State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PreemptType=preempt/partition_prio
+PreemptMode=CANCEL
+PartitionName=cpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=gpu Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=urgent Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=2
 CONF
     cat >"$dir/gres.conf" <<CONF
 AutoDetect=off

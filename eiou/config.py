@@ -17,7 +17,7 @@ config are the same thing. In short::
     train       max_iter, batch_size (images per iteration over all processes), base_lr at
                 base_batch_size images (linear scaling), momentum, weight_decay,
                 warmup_iters, warmup_factor, steps, gamma, checkpoint_period, log_period,
-                amp, num_workers, device
+                amp, num_workers, processes (per node, one per GPU), device
     predict     batch_size, split
 
 A ``null`` default means "the component's own default" (a loss's ``power``, the detector's
@@ -31,14 +31,22 @@ smooth-L1 fails here rather than in a queued job). An error names every offendin
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from eiou import schemas
 
-__all__ = ["RunConfigError", "check_run_config", "defaults", "load_run_config", "read_yaml"]
+__all__ = [
+    "RunConfigError",
+    "apply_overrides",
+    "check_run_config",
+    "defaults",
+    "load_run_config",
+    "read_yaml",
+]
 
 
 class RunConfigError(ValueError):
@@ -107,7 +115,10 @@ def check_run_config(cfg: Mapping[str, Any], *, deep: bool = True) -> list[str]:
 
 
 def load_run_config(
-    source: str | os.PathLike[str] | Mapping[str, Any], *, deep: bool = True
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    deep: bool = True,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """A validated run config with every default filled in.
 
@@ -116,6 +127,8 @@ def load_run_config(
             equal dict).
         deep: also build the losses once to check their options (see
             :func:`check_run_config`).
+        overrides: ``key=value`` assignments applied before validation
+            (:func:`apply_overrides`; ``eiou train --set``).
 
     Raises:
         RunConfigError: naming the file (if any) and every invalid key.
@@ -126,6 +139,9 @@ def load_run_config(
     else:
         raw = read_yaml(source, "run config")
         where = f"run config {source}"
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        where += " with --set " + " ".join(overrides)
     try:
         cfg = schemas.validate(raw, "run", where=where)
     except schemas.SchemaError as err:
@@ -134,3 +150,38 @@ def load_run_config(
     if errors:
         raise RunConfigError(f"invalid {where}:\n  " + "\n  ".join(errors))
     return cfg
+
+
+def apply_overrides(cfg: Mapping[str, Any], assignments: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``cfg`` with ``key=value`` assignments applied, in order.
+
+    Keys are dotted paths (``train.max_iter``, ``model.box_loss.power``); a missing section
+    is created. Values are read as YAML, as typed on a command line: ``2000`` is an int,
+    ``1e-3`` a float, ``false`` a bool, ``null`` None, ``[8000, 9000]`` a list and
+    anything else a string (:func:`eiou.schemas.typed_value`). Nothing is validated here:
+    :func:`load_run_config` does that.
+
+    Raises:
+        RunConfigError: an assignment without ``=`` or with an empty key part.
+    """
+    out = copy.deepcopy(dict(cfg))
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise RunConfigError(
+                f"override {assignment!r}: expected KEY=VALUE with a dotted KEY "
+                "(e.g. train.max_iter=2000)"
+            )
+        value = schemas.typed_value(text) if text.strip() else ""
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise RunConfigError(f"override {assignment!r}: {where} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out

@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from eiou import schemas
+from eiou.dataset_layout import layout_problems
 from eiou.io import write_json, write_text
 
 __all__ = [
@@ -45,10 +46,12 @@ __all__ = [
     "data_arguments",
     "load_config",
     "load_run_spec",
+    "option_arguments",
     "paper_reference",
     "preset_folder",
     "run_id",
     "run_spec_text",
+    "runtime_request",
     "select_candidates",
     "spec_hash",
     "validate_config",
@@ -287,6 +290,7 @@ def validate_config(
     _check_references(config)
     if base_dir is not None:
         _resolve_relative_paths(config, Path(base_dir))
+    _check_gpus(config)
     return config
 
 
@@ -348,6 +352,28 @@ def preset_folder(
     config file (Snakemake's ``workflow.configfiles``), else ``default``."""
     files = [Path(f) for f in configfiles]
     return (files[-1].absolute().parent if files else Path(default)).absolute()
+
+
+def _check_gpus(config: Mapping[str, Any]) -> None:
+    """A training job that asks for GPUs asks for one per process of each of its runs."""
+    gpus = config.get("resources", {}).get("train", {}).get("gpu", 0)
+    used = {
+        s for t in config["tables"].values() for r in t["rows"] for s in _as_list(r["schedule"])
+    }
+    wrong = sorted(
+        f"schedules.{name}.processes is {config['schedules'][name].get('processes', 1)}"
+        for name in used
+        if name in config["schedules"]
+        and gpus
+        and config["schedules"][name].get("processes", 1) != gpus
+    )
+    if wrong:
+        raise ConfigError(
+            f"config key resources.train.gpu: {gpus} GPUs per training job, but "
+            + "; ".join(wrong)
+            + " (one process per GPU; or set gpu: 0 and request GPUs another way, e.g. "
+            "--set-resources train:gres=gpu:N)"
+        )
 
 
 def _check_references(config: Mapping[str, Any]) -> None:
@@ -435,7 +461,8 @@ def expand_env(value: str, key: str) -> str:
 
 
 def resolve_datasets(config: Mapping[str, Any], check_roots: bool | None = None) -> dict[str, dict]:
-    """Dataset entries with their paths resolved; missing roots or files raise one ConfigError.
+    """Dataset entries with their paths resolved; missing roots or files, and roots without
+    the kind's layout (:func:`eiou.dataset_layout.layout_problems`), raise one ConfigError.
 
     Only datasets that some table uses are resolved or checked. Synthetic data is generated
     into ``results/data/<name>`` unless ``root`` says otherwise. Any COCO-format dataset
@@ -467,11 +494,15 @@ def resolve_datasets(config: Mapping[str, Any], check_roots: bool | None = None)
             if check_roots and not Path(entry["root"]).is_dir():
                 missing.append(f"config key {key}: folder {entry['root']!r} does not exist")
                 continue
+            if check_roots:
+                splits = [*entry["train_splits"], entry.get("val_split"), entry["test_split"]]
+                problems = layout_problems(entry["kind"], entry["root"], [s for s in splits if s])
+                missing += [f"config key {key}: {problem}" for problem in problems]
         entry["annotations"] = f"results/data/{name}"
         out[name] = entry
     if missing:
         raise ConfigError(
-            "dataset roots missing (nothing was scheduled):\n  "
+            "dataset roots missing or incomplete (nothing was scheduled):\n  "
             + "\n  ".join(missing)
             + "\n  (set check_data_roots: false to list jobs without the data)"
         )
@@ -511,26 +542,44 @@ def _resolve_split_sources(entry: dict[str, Any], name: str, check: bool) -> lis
 def data_arguments(entry: Mapping[str, Any]) -> list[str]:
     """``eiou data <kind>`` arguments for one resolved dataset entry."""
     if entry.get("splits"):
-        args = [entry["kind"], "--output-dir", entry["annotations"]]
+        args = [entry["kind"], "--output", entry["annotations"]]
         for split, source in entry["splits"].items():
             args += ["--split", split, str(source["annotations"]), str(source["images"])]
     else:
-        args = [entry["kind"], "--root", str(entry["root"]), "--output-dir", entry["annotations"]]
+        args = [entry["kind"], "--root", str(entry["root"]), "--output", entry["annotations"]]
         splits = [*entry["train_splits"], entry.get("val_split"), entry["test_split"]]
         args += ["--splits", *dict.fromkeys(s for s in splits if s)]
     classes = entry.get("classes")
     if classes is not None:
         args += ["--classes", *(["auto"] if classes == "auto" else classes)]
         args += ["--classes-from", *entry["train_splits"]]
-    for key, value in entry.get("options", {}).items():
-        args += [f"--{key.replace('_', '-')}", _cli_value(value)]
+    return args + option_arguments(entry.get("options", {}))
+
+
+def runtime_request(minutes: int, attempt: int, cap: int, *, resumable: bool) -> int:
+    """Minutes a job asks the scheduler for on its ``attempt``-th try (1, 2, ...).
+
+    A resumable job (training: it continues from its newest checkpoint) asks for
+    ``minutes`` every time; any other job that failed (e.g. ran out of time) asks for twice
+    its previous attempt's. No request exceeds ``cap`` (the partitions' time limit): a
+    larger one would pend forever or be rejected.
+    """
+    if resumable:
+        return min(minutes, cap)
+    return min(minutes * 2 ** (attempt - 1), cap)
+
+
+def option_arguments(options: Mapping[str, Any]) -> list[str]:
+    """Command-line arguments of an options mapping: ``--key value``, underscores become
+    dashes, and a boolean is a flag (``--key`` or ``--no-key``)."""
+    args: list[str] = []
+    for key, value in options.items():
+        flag = key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            args += [f"--{flag}", str(value)]
     return args
-
-
-def _cli_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 # --------------------------------------------------------------------------- run specs
@@ -554,12 +603,14 @@ def _resolve_variant(ref: Any, config: Mapping[str, Any]) -> tuple[str, dict[str
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
-    """SHA-256 of the spec's canonical JSON, without its ``name`` and the dataset's
-    location (its root, and the files of its ``splits``: only their names count), with the
-    calibration rule (:data:`CALIBRATION_RULE`) added.
+    """SHA-256 of the spec's canonical JSON, without its ``name``, the dataset's location
+    (its root, and the files of its ``splits``: only their names count) and
+    ``train.processes``, with the calibration rule (:data:`CALIBRATION_RULE`) added.
 
-    The location is left out so that the same experiment gets the same id wherever the data
-    happens to live; the name is the id itself.
+    The location and the number of processes are left out so that the same experiment gets
+    the same id wherever the data happens to live and on however many GPUs it trains (the
+    global batch, the data stream and the schedule do not depend on them); the name is
+    the id itself.
     """
     content = copy.deepcopy(dict(spec))
     content.pop("name", None)
@@ -568,6 +619,8 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
         content["data"].pop("root", None)
         if isinstance(content["data"].get("splits"), dict):  # file locations, like the root
             content["data"]["splits"] = sorted(content["data"]["splits"])
+    if isinstance(content.get("train"), dict):
+        content["train"].pop("processes", None)
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

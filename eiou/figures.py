@@ -36,7 +36,15 @@ import pandas as pd
 
 from eiou.evaluate import IOU_THRESHOLDS
 from eiou.io import atomic_open
-from eiou.toy import OUTPUT_FILES
+from eiou.outputs import (
+    FIGURE_FORMATS,
+    TOY_TABLES,
+    difference_stem,
+    expected_figures,
+    expected_toy_figures,
+    experiment_figure_stems,
+    figure_kind,
+)
 
 __all__ = [
     "FORMATS",
@@ -52,61 +60,7 @@ __all__ = [
     "training_frame",
 ]
 
-FORMATS: tuple[str, ...] = ("png", "pdf")
-#: CSV files written by ``eiou toy`` (paper Figs 3-5 and the learning-rate sweep).
-TOY_TABLES: tuple[str, ...] = tuple(name for name in OUTPUT_FILES if name.endswith(".csv"))
-
-
-# --------------------------------------------------------------------------- file lists
-def _both(stem: str, out_dir: str) -> list[str]:
-    return [f"{out_dir}/{stem}.{ext}" for ext in FORMATS]
-
-
-def experiment_figure_stems(plan: Mapping[str, Any]) -> list[str]:
-    """Stems of the experiment figures of ``plan`` (no extension)."""
-    stems = []
-    if any(spec["data"]["has_ground_truth"] for spec in plan["runs"].values()):
-        stems += ["fig7_recall_vs_iou", "ap_by_iou"]
-        stems += [difference_stem(t) for t in plan["tables"] if _has_ground_truth(t)]
-    if plan["runs"]:
-        stems.append("training_curves")
-    return stems
-
-
-def _has_ground_truth(table: Mapping[str, Any]) -> bool:
-    return any(row.get("has_ground_truth", True) for row in table["rows"])
-
-
-def difference_stem(table: Mapping[str, Any]) -> str:
-    """``ablation_<name>`` for a table of the paper's Table I, else ``differences_<name>``."""
-    prefix = "ablation" if table.get("paper_table") == "I" else "differences"
-    return f"{prefix}_{table['name']}"
-
-
-def expected_figures(plan: Mapping[str, Any], out_dir: str = "reports/figures") -> list[str]:
-    """Every experiment figure file for ``plan``."""
-    return [p for stem in experiment_figure_stems(plan) for p in _both(stem, out_dir)]
-
-
-def expected_toy_figures(out_dir: str = "reports/figures") -> list[str]:
-    """Every toy figure file."""
-    return [p for name in TOY_TABLES for p in _both(f"toy_{Path(name).stem}", out_dir)]
-
-
-def figure_kind(path: str) -> str:
-    """Report subcategory of a figure file."""
-    stem = Path(path).stem
-    for prefix, kind in (
-        ("fig7", "Recall vs IoU (Fig. 7)"),
-        ("ap_by_iou", "AP by IoU threshold"),
-        ("ablation", "Table I ablation: differences to the baseline"),
-        ("differences", "Differences to the baseline"),
-        ("training", "Training curves"),
-        ("toy", "Toy experiments"),
-    ):
-        if stem.startswith(prefix):
-            return kind
-    return "Other"
+FORMATS = FIGURE_FORMATS
 
 
 # --------------------------------------------------------------------------- style

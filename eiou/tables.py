@@ -30,6 +30,7 @@ import pandas as pd
 
 from eiou.experiments import PAPER_TABLE_CAPTIONS
 from eiou.io import write_text
+from eiou.outputs import TABLE_FORMATS, expected_table_files
 from eiou.statistics import DIFFERENCE_METRICS, read_comparisons
 
 __all__ = [
@@ -56,15 +57,8 @@ SCALAR_METRICS: tuple[str, ...] = (
     "AR10",
     "AR100",
 )
-FORMATS: tuple[str, ...] = ("csv", "md", "tex")
-
-
-def expected_files(plan: Mapping[str, Any], out_dir: str = "results/tables") -> list[str]:
-    """Every file :func:`write_tables` writes for ``plan`` (the Snakemake outputs)."""
-    files = [f"{out_dir}/runs.csv"]
-    for table in plan["tables"]:
-        files += [f"{out_dir}/{table['name']}.{ext}" for ext in FORMATS]
-    return files
+FORMATS = TABLE_FORMATS
+expected_files = expected_table_files
 
 
 def _percent(metrics: Mapping[str, Any], value: Any) -> float:

@@ -30,6 +30,7 @@ import torch
 
 import eiou
 from eiou import losses
+from eiou.outputs import TOY_OUTPUT_FILES
 
 __all__ = [
     "DEFAULT_ITERATIONS",
@@ -50,16 +51,8 @@ DEFAULT_ITERATIONS = 200
 DEFAULT_TOLERANCE = 1e-3
 SWEEP_LRS = tuple(float(v) for v in np.logspace(-3, 0, 13))
 
-#: What ``eiou toy --out-dir DIR`` writes: one CSV per figure, the sweep, the settings used.
-OUTPUT_FILES = (
-    "fig3.csv",
-    "fig4_surface.csv",
-    "fig4c_descent.csv",
-    "fig5a.csv",
-    "fig5b.csv",
-    "lr_sweep.csv",
-    "settings.json",
-)
+#: What ``eiou toy --output DIR`` writes (the list lives in :mod:`eiou.outputs`).
+OUTPUT_FILES = TOY_OUTPUT_FILES
 
 FIG5A = (("small", 1.0, 0.5), ("medium", 2.0, 1.0), ("large", 4.0, 2.0))  # (size, s, start)
 FIG5B = (("small", 1.0, 0.5), ("medium", 1.0, 2.0), ("large", 1.0, 4.0))

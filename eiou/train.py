@@ -109,6 +109,7 @@ RESUMABLE_CHANGES: tuple[str, ...] = (
     "data.splits",
     "train.device",
     "train.num_workers",
+    "train.processes",
     "train.checkpoint_period",
     "train.log_period",
     "predict",
@@ -490,7 +491,9 @@ def train_step(
 # --------------------------------------------------------------------------- hooks
 class TrainLog:
     """``train_log.jsonl`` (rank 0): a record every ``log_period`` iterations, the first
-    and the last; resuming keeps the records up to the resumed iteration."""
+    and the last; resuming keeps the records up to the resumed iteration. The same records
+    go to TensorBoard event files beside it where ``tensorboard`` is installed
+    (:class:`TensorBoardLog`)."""
 
     def __init__(self, state: TrainState, output_dir: Path) -> None:
         self.period = state.cfg["train"]["log_period"]
@@ -499,6 +502,7 @@ class TrainLog:
         self.enabled = state.info.main
         self.tic = time.perf_counter()
         self.path = output_dir / TRAIN_LOG
+        self.board = TensorBoardLog(output_dir, self.start) if self.enabled else None
         if self.enabled:
             _restart_log(self.path, self.start)
             for event in state.events:
@@ -522,7 +526,39 @@ class TrainLog:
             "seconds_per_iteration": (time.perf_counter() - self.tic) / max(1, it - self.start),
         }
         self._write(record)
+        if self.board is not None:
+            self.board.add(record, flush=it == self.max_iter)
         return record
+
+
+class TensorBoardLog:
+    """TensorBoard event files in ``output_dir`` (beside ``train_log.jsonl``): every
+    number of each log record as the scalar ``train/<key>`` at its iteration.
+
+    Off, silently, where the optional ``tensorboard`` package is not installed. A resumed
+    run purges the events after the iteration it resumed from, so the curves continue
+    where the checkpoint left off (``tensorboard --logdir results/runs``)."""
+
+    def __init__(self, output_dir: Path, start_iter: int) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            self.writer = None
+            return
+        self.writer = SummaryWriter(
+            log_dir=str(output_dir),
+            purge_step=start_iter + 1 if start_iter else None,
+            flush_secs=30,
+        )
+
+    def add(self, record: Mapping[str, Any], flush: bool = False) -> None:
+        if self.writer is None:
+            return
+        for key, value in record.items():
+            if key != "iteration" and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"train/{key}", value, record["iteration"])
+        if flush:
+            self.writer.flush()
 
 
 def _restart_log(path: Path, start_iter: int) -> None:

@@ -181,7 +181,8 @@ def test_unreadable_image_is_named_before_training(trees, tmp_path, capsys) -> N
     with pytest.raises(SystemExit) as stop:
         main(["train", "--config", str(tmp_path / "run.yaml"), "--output-dir",
               str(tmp_path / "out"), "--no-progress"])  # fmt: skip
-    assert "unreadable image" in str(stop.value.code) and str(bad) in str(stop.value.code)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "unreadable image" in err and str(bad) in err
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 

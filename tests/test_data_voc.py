@@ -188,8 +188,7 @@ def test_cli_voc(devkit: Path, tmp_path: Path) -> None:
             "--splits",
             "voc_2007_trainval",
             "voc_2007_test",
-            "--use-difficult",
-            "false",
+            "--no-use-difficult",
         ]
     )
     assert rc == 0

@@ -334,7 +334,8 @@ def test_cli_evaluate(tmp_path: Path) -> None:
                "--image-records", str(out)])  # fmt: skip
     assert rc == 0 and out.exists()
     (tmp_path / "bad.yaml").write_text("model: {box_loss: {name: smooth_l1, power: -1}}\n")
-    rc = main(["evaluate", "--gt", str(tmp_path / "gt.json"), "--predictions",
-               str(tmp_path / "pred.json"), "--output", str(tmp_path / "m3.json"),
-               "--run-config", str(tmp_path / "bad.yaml")])  # fmt: skip
-    assert rc == 2 and not (tmp_path / "m3.json").exists()
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--gt", str(tmp_path / "gt.json"), "--predictions",
+              str(tmp_path / "pred.json"), "--output", str(tmp_path / "m3.json"),
+              "--run-config", str(tmp_path / "bad.yaml")])  # fmt: skip
+    assert stop.value.code == 2 and not (tmp_path / "m3.json").exists()

@@ -163,6 +163,11 @@ def test_root_from_environment(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="environment variable EIOU_TEST_VOC is not set"):
         plan_of(voc_config("${EIOU_TEST_VOC}"))
     monkeypatch.setenv("EIOU_TEST_VOC", str(tmp_path))
+    year = tmp_path / "VOCdevkit" / "VOC2007"  # the layout the plan checks
+    for sub, name in (("Annotations", "1.xml"), ("JPEGImages", "1.jpg"), ("ImageSets/Main", "")):
+        (year / sub).mkdir(parents=True)
+        (year / sub / (name or "trainval.txt")).write_text("1\n")
+    (year / "ImageSets" / "Main" / "test.txt").write_text("1\n")
     plan = plan_of(voc_config("${EIOU_TEST_VOC}/"))
     assert plan["datasets"]["voc"]["root"] == f"{tmp_path}/"
     # check_roots=False lists the runs without the data
@@ -294,8 +299,8 @@ def test_hash_is_stable_and_content_derived(tmp_path, monkeypatch):
     # the dataset root is machine-specific and does not change the id
     monkeypatch.setenv("EIOU_TEST_ROOT_A", str(tmp_path))
     (tmp_path / "b").mkdir()
-    a = plan_of(voc_config("${EIOU_TEST_ROOT_A}"))
-    b = plan_of(voc_config(str(tmp_path / "b")))
+    a = plan_of(voc_config("${EIOU_TEST_ROOT_A}"), check_roots=False)
+    b = plan_of(voc_config(str(tmp_path / "b")), check_roots=False)
     assert set(a["runs"]) == set(b["runs"])
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from eiou import experiments, statistics
+from eiou.cli import UserError, add_output, reading
 
 HELP = (
     "every table row against its baseline: differences with 95% intervals from a paired "
@@ -13,14 +15,19 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--plan", required=True, help="results/plan.json")
+    parser.add_argument(
+        "--plan", type=Path, required=True, help="the plan (results/plan_selected.json)"
+    )
     parser.add_argument(
         "--runs-dir",
         default="results/runs",
         help=f"folder of <run_id>/{statistics.RECORDS_FILE} (from eiou evaluate) and metrics.json",
     )
-    parser.add_argument(
-        "--output", default="results/tables/comparisons.csv", help="the CSV to write"
+    add_output(
+        parser,
+        "the CSV to write (default: %(default)s)",
+        required=False,
+        default=Path("results/tables/comparisons.csv"),
     )
     parser.add_argument(
         "--replicates",
@@ -38,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = experiments.load_plan(args.plan)
+    with reading(args.plan, "plan"):
+        plan = experiments.load_plan(args.plan)
     try:
         frame = statistics.compare_plan(
             plan,
@@ -49,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
         )
     except (OSError, ValueError) as err:
-        print(f"eiou compare: {err}")
-        return 2
+        raise UserError(str(err)) from None
     statistics.write_comparisons(args.output, frame)
     shown = frame[frame["metric"].isin(statistics.DIFFERENCE_METRICS) & frame["diff"].notna()]
     resolved = shown[shown["resolved"] != 0]

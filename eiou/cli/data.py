@@ -1,15 +1,16 @@
 """`eiou data`: prepare a dataset as COCO JSON (generate, convert or copy) and check it.
 
     eiou data synthetic --root DIR [--splits train test] [--seed 0] [--num-train 256] ...
-    eiou data voc --root VOC_ROOT --output-dir DIR [--splits voc_2007_trainval ...]
-    eiou data voc --root MY_VOC_FOLDER --output-dir DIR --splits train test --classes auto \
+    eiou data voc --root VOC_ROOT --output DIR [--splits voc_2007_trainval ...]
+    eiou data voc --root MY_VOC_FOLDER --output DIR --splits train test --classes auto \
         --classes-from train
-    eiou data coco --root COCO_ROOT --output-dir DIR [--splits train2017 val2017]
-    eiou data coco --output-dir DIR --split train TRAIN.json IMAGES/ --split test TEST.json IMAGES/
+    eiou data coco --root COCO_ROOT --output DIR [--splits train2017 val2017]
+    eiou data coco --output DIR --split train TRAIN.json IMAGES/ --split test TEST.json IMAGES/
     eiou data check --config run.yaml
 
-Each preparing command writes ``<output-dir>/<split>.json`` per split, validates it (see
-:mod:`eiou.data.validate`) and writes the counts to ``<output-dir>/<split>.validation.json``.
+Each preparing command writes ``<output>/<split>.json`` per split (``--output`` defaults to
+``--root``), validates it (see :mod:`eiou.data.validate`) and writes the counts to
+``<output>/<split>.validation.json``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from eiou.cli import add_output
 from eiou.data import DatasetError, coco, synthetic, validate, voc
 from eiou.data.coco import image_paths_for, read_json
 from eiou.io import write_json
@@ -27,35 +29,33 @@ from eiou.io import write_json
 HELP = "prepare a dataset (synthetic, voc, coco) as COCO JSON, or check a run's dataset"
 
 
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+#: What each option of the synthetic generator means (its keys: synthetic.DEFAULT_OPTIONS).
+_SYNTHETIC_OPTIONS = {
+    "seed": "seed of the generated images",
+    "image_size": "side of the square images in pixels",
+    "num_classes": "number of shape classes",
+    "max_objects": "most objects in one image",
+}
 
 
 def _common(parser: argparse.ArgumentParser, splits: list[str], root_required: bool = True) -> None:
     parser.add_argument("--root", type=Path, required=root_required, help="dataset root folder")
-    parser.add_argument(
-        "--output-dir",
-        "--out",
-        dest="output_dir",
-        type=Path,
-        default=None,
-        help="where <split>.json go (default: --root)",
-    )
+    add_output(parser, "folder for <split>.json (default: --root)", required=False)
     parser.add_argument(
         "--splits", nargs="+", default=splits, help="splits to prepare (default: %(default)s)"
     )
     parser.add_argument("--force", action="store_true", help="redo finished splits")
-    parser.add_argument("--no-validate", action="store_true", help="skip the validation")
+    parser.add_argument(
+        "--validate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="validate each prepared split and write <split>.validation.json (default: yes)",
+    )
     parser.add_argument(
         "--horizontal-flip",
-        type=_bool,
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="a training option; accepted here and ignored",
+        help="a training option of the dataset's runs; accepted here and ignored",
     )
 
 
@@ -65,7 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(p, ["train", "val"])
     for key, default in synthetic.DEFAULT_OPTIONS.items():
         p.add_argument(
-            f"--{key.replace('_', '-')}", type=int, default=default, help="(default %(default)s)"
+            f"--{key.replace('_', '-')}",
+            type=int,
+            default=default,
+            help=f"{_SYNTHETIC_OPTIONS[key]} (default %(default)s)",
         )
     for split in ("train", "val", "test"):
         p.add_argument(
@@ -81,9 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(p, ["voc_2007_trainval", "voc_2012_trainval", "voc_2007_test"])
     p.add_argument(
         "--use-difficult",
-        type=_bool,
+        action=argparse.BooleanOptionalAction,
         default=False,
-        help="true: difficult objects are ordinary; false (default): ignore regions",
+        help="difficult objects are ordinary objects (default: no, they are ignore regions)",
     )
     p.add_argument(
         "--classes",
@@ -124,9 +127,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, required=True, help="run spec YAML (run.yaml)")
     p.add_argument(
         "--decode",
-        type=_bool,
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="fully decode every image (default: up to 20000 images)",
+        help="fully decode every image (default: when there are at most 20000, else read headers)",
     )
 
 
@@ -151,15 +154,15 @@ def _validate_prepared(
 
 
 def _check(args: argparse.Namespace) -> int:
-    import yaml
+    from eiou.config import read_yaml
 
-    with open(args.config, encoding="utf-8") as handle:
-        spec = yaml.safe_load(handle) or {}
+    spec = read_yaml(args.config, "run config")
     data_cfg = spec.get("data", spec)
     decode = "auto" if args.decode is None else args.decode
     result = {}
     result["train"] = validate.validate_dataset(data_cfg, "train", decode_images=decode).as_dict()
-    for split in ("val", "test") if data_cfg.get("val_split") else ("test",):
+    has_val = data_cfg.get("val_split") or data_cfg.get("holdout")
+    for split in ("val", "test") if has_val else ("test",):
         result[split] = validate.validate_dataset(
             data_cfg, split, train=False, decode_images=decode
         ).as_dict()
@@ -171,13 +174,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.kind == "check":
             return _check(args)
-        out = args.output_dir or args.root
+        out = args.output or args.root
         image_dirs: dict[str, Path] = {}
         if args.kind == "coco" and args.custom_splits:
             if args.root is not None:
                 raise DatasetError("give either --root (COCO 2017 layout) or --split, not both")
             if out is None:
-                raise DatasetError("--split needs --output-dir")
+                raise DatasetError("--split needs --output")
             sources = {name: (Path(ann), Path(images)) for name, ann, images in args.custom_splits}
             image_dirs = {name: images for name, (_, images) in sources.items()}
             args.splits = list(sources)
@@ -206,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             coco.prepare_coco(args.root, out, args.splits)
         for split in args.splits:
-            if not args.no_validate:
+            if args.validate:
                 counts = _validate_prepared(args.kind, args.root, out, split, image_dirs.get(split))
                 print(
                     f"{split}: "

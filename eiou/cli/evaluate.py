@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from eiou import evaluate
+from eiou.cli import UserError, add_output, reading
 
 HELP = "evaluate COCO-format predictions against ground truth (AP, AP90, recall per IoU)"
 
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="detections, COCO results format (list of image_id, "
         "category_id, bbox [x, y, w, h], score)",
     )
-    parser.add_argument("--output", type=Path, required=True, help="metrics JSON to write")
+    add_output(parser, "metrics JSON to write")
     parser.add_argument(
         "--image-records",
         type=Path,
@@ -58,28 +58,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _ground_truth(args: argparse.Namespace, run_config: dict) -> object:
-    """The --gt file, or the COCO ground truth of --split of the run's data section."""
+    """The --gt file's ground truth, or the COCO ground truth of --split of the run's data
+    section (``val``: the part held out of its training data)."""
     if args.gt is not None:
-        return args.gt
+        with reading(args.gt, "ground truth"):
+            return evaluate.load_ground_truth(args.gt)
     if "data" not in run_config:
-        raise ValueError("give --gt, or --run-config with a data section (and --split)")
+        raise UserError("give --gt, or --run-config with a data section (and --split)")
     from eiou.data import build_dataset
 
     return build_dataset(run_config["data"], args.split, train=False).coco
 
 
 def run(args: argparse.Namespace) -> int:
-    from eiou.config import RunConfigError, load_run_config
+    from eiou.config import load_run_config
 
+    run_config = {} if args.run_config is None else load_run_config(args.run_config)
+    gt = _ground_truth(args, run_config)
+    with reading(args.predictions, "predictions"):
+        predictions = evaluate.load_predictions(args.predictions)
     try:
-        run_config = load_run_config(args.run_config) if args.run_config is not None else {}
-        gt = _ground_truth(args, run_config)
-        metrics, records = evaluate.evaluate_with_records(
-            gt, args.predictions, backend=args.backend
-        )
-    except (OSError, ValueError, ImportError, RunConfigError) as err:
-        print(f"eiou evaluate: {err}", file=sys.stderr)
-        return 2
+        metrics, records = evaluate.evaluate_with_records(gt, predictions, backend=args.backend)
+    except (ValueError, ImportError) as err:
+        where = args.gt if args.gt is not None else f"split {args.split}"
+        raise UserError(f"{args.predictions} against {where}: {err}") from None
     record = evaluate.provenance(
         run_config,
         ground_truth=str(args.gt) if args.gt is not None else f"split {args.split}",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from eiou import experiments, figures
+from eiou.cli import UserError, add_output, reading
 
 HELP = (
     "draw the figures (seaborn; PNG and PDF): Fig 7, AP by IoU, differences to the baseline "
@@ -13,29 +15,39 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--plan", help="results/plan.json: draw the experiment figures")
-    parser.add_argument("--runs-dir", default="results/runs")
+    parser.add_argument("--plan", type=Path, help="results/plan.json: draw the experiment figures")
+    parser.add_argument(
+        "--runs-dir",
+        default="results/runs",
+        help="folder of <run_id>/metrics.json and train_log.jsonl (default: %(default)s)",
+    )
     parser.add_argument(
         "--comparisons",
+        type=Path,
         default=None,
         help="eiou compare's CSV: draw each row's difference to the baseline with its interval",
     )
     parser.add_argument("--toy-dir", help="folder of `eiou toy` CSV files: draw the toy figures")
-    parser.add_argument("--out-dir", default="reports/figures")
+    add_output(
+        parser,
+        "folder for the figures (default: %(default)s)",
+        required=False,
+        default=Path("reports/figures"),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.plan and not args.toy_dir:
-        print("error: give --plan, --toy-dir or both")
-        return 2
+        raise UserError("give --plan, --toy-dir or both")
     written = []
     if args.plan:
-        plan = experiments.load_plan(args.plan)
+        with reading(args.plan, "plan"):
+            plan = experiments.load_plan(args.plan)
         written += figures.make_experiment_figures(
-            plan, args.runs_dir, args.out_dir, args.comparisons
+            plan, args.runs_dir, args.output, args.comparisons
         )
     if args.toy_dir:
-        written += figures.make_toy_figures(args.toy_dir, args.out_dir)
+        written += figures.make_toy_figures(args.toy_dir, args.output)
     for path in written:
         print(path)
     return 0

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import zipfile
 from pathlib import Path
 
-HELP = "Predict a split with a trained checkpoint; write COCO results JSON."
+from eiou.cli import UserError, add_output
+
+HELP = "Predict a split with a trained checkpoint (one process); write COCO results JSON."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,30 +17,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", type=Path, required=True, help="model_final.pth or a training checkpoint"
     )
-    parser.add_argument("--output", type=Path, required=True, help="predictions JSON to write")
+    add_output(parser, "predictions JSON to write")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys: dotted keys, YAML values (--set model.scoring.method=cls)",
+    )
     parser.add_argument(
         "--split", default=None, help="split to predict (default: predict.split, i.e. 'test')"
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: config)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show a progress bar (default: yes)",
+    )
+
+
+def check_checkpoint(path: Path) -> None:
+    """Fail with one line unless ``path`` is a complete ``torch.save`` archive."""
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist (train the run first)")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"checkpoint {path} is not a PyTorch checkpoint (truncated or corrupt)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from eiou.config import RunConfigError
-    from eiou.engines import EngineUnavailableError
-    from eiou.predict import predict
+    from eiou.config import load_run_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        results = predict(
-            args.config,
-            args.checkpoint,
-            args.output,
-            split=args.split,
-            device=args.device,
-            progress=not args.no_progress,
-        )
-    except (RunConfigError, FileNotFoundError, EngineUnavailableError) as err:
-        raise SystemExit(f"eiou predict: {err}") from None
+    cfg = load_run_config(args.config, overrides=args.set)
+    check_checkpoint(args.checkpoint)
+
+    from eiou.predict import predict
+
+    results = predict(
+        cfg,
+        args.checkpoint,
+        args.output,
+        split=args.split,
+        device=args.device,
+        progress=args.progress,
+    )
     print(f"wrote {len(results)} detections to {args.output}")
     return 0

@@ -8,12 +8,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from eiou import io, toy
+from eiou.cli import UserError, add_output
 
 HELP = "Run the paper's toy experiments (Figs. 3, 4, 5 and an lr sweep) and write CSVs."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out-dir", type=Path, required=True, help="folder for the CSVs")
+    add_output(parser, "folder for the CSVs and settings.json")
     parser.add_argument(
         "--lr",
         type=float,
@@ -43,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.lr <= 0 or args.iterations < 1 or args.tolerance <= 0:
-        raise SystemExit("eiou toy: --lr, --iterations and --tolerance must be positive")
-    out: Path = args.out_dir
+        raise UserError("--lr, --iterations and --tolerance must be positive")
+    out: Path = args.output
     jobs = {
         "fig3.csv": toy.fig3_giou_counter_example,
         "fig4_surface.csv": toy.fig4_surfaces,

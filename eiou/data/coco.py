@@ -51,6 +51,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from eiou.dataset_layout import COCO_SPLITS
 from eiou.io import atomic_open, write_text
 
 __all__ = [
@@ -72,14 +73,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: split name -> (annotation file under ``annotations/``, image folder under ``root``).
-COCO_SPLITS: dict[str, tuple[str, str]] = {
-    "train2017": ("instances_train2017.json", "train2017"),
-    "val2017": ("instances_val2017.json", "val2017"),
-    "test-dev2017": ("image_info_test-dev2017.json", "test2017"),
-    "test2017": ("image_info_test2017.json", "test2017"),
-}
 
 
 class DatasetError(ValueError):

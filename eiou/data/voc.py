@@ -61,7 +61,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,6 +70,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from eiou.data.coco import DatasetError
+from eiou.dataset_layout import VOC_SPLIT
 from eiou.io import write_json
 
 __all__ = [
@@ -98,7 +98,6 @@ VOC_CLASSES: tuple[str, ...] = (
 
 #: Image extensions looked for beside a name, in order of preference (any case).
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-_SPLIT = re.compile(r"^(?:voc_)?(\d{4})_(\w+)$")
 _FOLDER_HINT = (
     "for a VOC-format dataset of your own, point root at the folder holding Annotations/, "
     "JPEGImages/ and ImageSets/Main/<split>.txt, and name the splits after those files"
@@ -107,7 +106,7 @@ _FOLDER_HINT = (
 
 def parse_split(split: str) -> tuple[str, str]:
     """``"voc_2007_trainval"`` -> ``("2007", "trainval")``."""
-    match = _SPLIT.match(split)
+    match = VOC_SPLIT.match(split)
     if not match:
         raise DatasetError(
             f"VOC split {split!r} is not of the form voc_<year>_<imageset> ({_FOLDER_HINT})"

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
-__all__ = ["SCHEMAS", "SchemaError", "load", "validate"]
+__all__ = ["SCHEMAS", "SchemaError", "coerce_strings", "load", "typed_value", "validate"]
 
 #: The schema files of this package, by short name.
 SCHEMAS: dict[str, str] = {
@@ -176,3 +176,61 @@ def validate(
         raise SchemaError(f"invalid {where}:\n  " + "\n  ".join(lines))
     filler.validate(document)
     return document
+
+
+def typed_value(text: str) -> Any:
+    """A value typed on a command line, read as YAML: ``3`` is an int, ``false`` a bool,
+    ``null`` None, ``[1, 2]`` a list, ``1e-3`` a float (YAML 1.1 alone would keep it a
+    string), anything that is not valid YAML the text itself."""
+    yaml = _requirement("yaml")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf") else value
+        except ValueError:
+            return value
+    return value
+
+
+def _type_errors(error: Any) -> Iterable[Any]:
+    """Every ``type`` error in ``error`` and its context (oneOf/anyOf/$ref branches)."""
+    if error.validator == "type":
+        yield error
+    for sub in error.context or ():
+        yield from _type_errors(sub)
+
+
+def coerce_strings(document: Mapping[str, Any], schema: str) -> dict[str, Any]:
+    """A copy of ``document`` in which each string standing where schema ``schema`` wants
+    another type is read as YAML, if that gives a value of the wanted type.
+
+    Command lines hand values over as text (Snakemake's ``--config check_data_roots=false``
+    or ``toy='{enabled: false}'`` arrive as the strings ``"false"``), so ``"false"``
+    becomes ``False`` and ``"3"`` becomes ``3`` where the schema wants a boolean or a
+    number; a string where a string is allowed is left alone. Nothing else is checked:
+    :func:`validate` does that.
+    """
+    checker, _ = _validators(schema)
+    document = copy.deepcopy(dict(document))
+    seen: set[tuple[Any, ...]] = set()
+    while True:
+        for error in (e for top in checker.iter_errors(document) for e in _type_errors(top)):
+            path = tuple(error.absolute_path)
+            if not path or path in seen or not isinstance(error.instance, str):
+                continue
+            seen.add(path)
+            value = typed_value(error.instance)
+            wanted = error.validator_value
+            wanted = wanted if isinstance(wanted, list) else [wanted]
+            if isinstance(value, str) or not any(checker.is_type(value, t) for t in wanted):
+                continue
+            parent = document
+            for part in path[:-1]:
+                parent = parent[part]
+            parent[path[-1]] = value
+            break  # the document changed: validate it again
+        else:
+            return document

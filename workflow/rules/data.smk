@@ -6,16 +6,17 @@ rule prepare_data:
         directory("results/data/{dataset}"),
     log:
         "results/logs/prepare_data/{dataset}.log",
+    conda:
+        "../../envs/eiou.yaml"
+    threads: res("prepare_data", "threads")
+    resources:
+        mem_mb=res("prepare_data", "mem_mb"),
+        runtime=runtime("prepare_data"),
+        gpu=res("prepare_data", "gpu"),
+        nodes=1,
     params:
         args=lambda wildcards: shlex.join(
             experiments.data_arguments(DATASETS[wildcards.dataset])
         ),
-    threads: res("prepare_data", "threads")
-    resources:
-        mem_mb=res("prepare_data", "mem_mb"),
-        runtime=runtime_with_retries("prepare_data"),
-        gpu=res("prepare_data", "gpu"),
-    conda:
-        "../../envs/eiou.yaml"
     shell:
         "python -m eiou.cli data {params.args} > {log} 2>&1"

@@ -12,15 +12,18 @@ rule evaluate:
         records="results/runs/{run}/eval_images.npz",
     log:
         "results/logs/evaluate/{run}.log",
-    params:
-        gt=dataset_ground_truth,
+    benchmark:
+        "results/benchmarks/evaluate/{run}.tsv"
+    conda:
+        "../../envs/eiou.yaml"
     threads: res("evaluate", "threads")
     resources:
         mem_mb=res("evaluate", "mem_mb"),
-        runtime=runtime_with_retries("evaluate"),
+        runtime=runtime("evaluate"),
         gpu=res("evaluate", "gpu"),
-    conda:
-        "../../envs/eiou.yaml"
+        nodes=1,
+    params:
+        gt=dataset_ground_truth,
     shell:
         "python -m eiou.cli evaluate --gt {params.gt} --predictions {input.predictions}"
         " --output {output.metrics} --image-records {output.records}"
@@ -37,8 +40,12 @@ rule server_results:
     log:
         "results/logs/server_results/{run}.log",
     run:
+        from eiou import evaluate
+
         write_logged(
-            lambda path, preds: evaluate.write_server_zip(path, preds, wildcards.run),
+            lambda path, preds: evaluate.write_server_zip(
+                path, preds, wildcards.run
+            ),
             output[0],
             evaluate.load_predictions(input[0]),
             log[0],

@@ -12,13 +12,14 @@ rule report:
         "reports/summary.md",
     log:
         "results/logs/report/report.log",
+    conda:
+        "../../envs/eiou.yaml"
     threads: res("aggregate", "threads")
     resources:
         mem_mb=res("aggregate", "mem_mb"),
-        runtime=runtime_with_retries("aggregate"),
+        runtime=runtime("aggregate"),
         gpu=0,
-    conda:
-        "../../envs/eiou.yaml"
+        nodes=1,
     shell:
         "python -m eiou.cli report --plan {input.plan} --tables-dir results/tables"
         " --figures-dir reports/figures --output {output} > {log} 2>&1"

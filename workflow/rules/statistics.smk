@@ -20,13 +20,14 @@ rule compare:
         ),
     log:
         "results/logs/compare/compare.log",
+    conda:
+        "../../envs/eiou.yaml"
     threads: res("aggregate", "threads")
     resources:
         mem_mb=res("aggregate", "mem_mb"),
-        runtime=runtime_with_retries("aggregate"),
+        runtime=runtime("aggregate"),
         gpu=0,
-    conda:
-        "../../envs/eiou.yaml"
+        nodes=1,
     shell:
         "python -m eiou.cli compare --plan {input.plan} --runs-dir results/runs"
         " --output {output} --threads {threads} > {log} 2>&1"

@@ -6,17 +6,18 @@ rule toy:
         TOY_TABLES,
     log:
         "results/logs/toy/toy.log",
-    params:
-        options=option_args(config["toy"]["options"]),
+    conda:
+        "../../envs/eiou.yaml"
     threads: res("toy", "threads")
     resources:
         mem_mb=res("toy", "mem_mb"),
-        runtime=runtime_with_retries("toy"),
+        runtime=runtime("toy"),
         gpu=res("toy", "gpu"),
-    conda:
-        "../../envs/eiou.yaml"
+        nodes=1,
+    params:
+        options=option_args(config["toy"]["options"]),
     shell:
-        "OMP_NUM_THREADS={threads} python -m eiou.cli toy --out-dir results/toy {params.options} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m eiou.cli toy --output results/toy {params.options} > {log} 2>&1"
 
 
 rule figures_toy:
@@ -34,12 +35,13 @@ rule figures_toy:
         ],
     log:
         "results/logs/figures_toy/figures_toy.log",
+    conda:
+        "../../envs/eiou.yaml"
     threads: res("aggregate", "threads")
     resources:
         mem_mb=res("aggregate", "mem_mb"),
-        runtime=runtime_with_retries("aggregate"),
+        runtime=runtime("aggregate"),
         gpu=0,
-    conda:
-        "../../envs/eiou.yaml"
+        nodes=1,
     shell:
-        "python -m eiou.cli figures --toy-dir results/toy --out-dir reports/figures > {log} 2>&1"
+        "python -m eiou.cli figures --toy-dir results/toy --output reports/figures > {log} 2>&1"

@@ -14,13 +14,16 @@ rule predict_val:
         "results/runs/{run}/predictions_val.json",
     log:
         "results/logs/predict_val/{run}.log",
+    benchmark:
+        "results/benchmarks/predict_val/{run}.tsv"
+    conda:
+        "../../envs/eiou.yaml"
     threads: res("predict", "threads")
     resources:
         mem_mb=res("predict", "mem_mb"),
-        runtime=runtime_with_retries("predict"),
+        runtime=runtime("predict"),
         gpu=res("predict", "gpu"),
-    conda:
-        "../../envs/eiou.yaml"
+        nodes=1,
     shell:
         "OMP_NUM_THREADS={threads} python -m eiou.cli predict --config {input.spec}"
         " --checkpoint {input.model} --split val --output {output} --no-progress > {log} 2>&1"
@@ -36,13 +39,16 @@ rule evaluate_val:
         records="results/runs/{run}/eval_images_val.npz",
     log:
         "results/logs/evaluate_val/{run}.log",
+    benchmark:
+        "results/benchmarks/evaluate_val/{run}.tsv"
+    conda:
+        "../../envs/eiou.yaml"
     threads: res("evaluate", "threads")
     resources:
         mem_mb=res("evaluate", "mem_mb"),
-        runtime=runtime_with_retries("evaluate"),
+        runtime=runtime("evaluate"),
         gpu=res("evaluate", "gpu"),
-    conda:
-        "../../envs/eiou.yaml"
+        nodes=1,
     shell:
         "python -m eiou.cli evaluate --run-config {input.spec} --split val"
         " --predictions {input.predictions} --output {output.metrics}"
@@ -57,13 +63,14 @@ rule select:
         "results/plan_selected.json",
     log:
         "results/logs/select/select.log",
+    conda:
+        "../../envs/eiou.yaml"
     threads: res("aggregate", "threads")
     resources:
         mem_mb=res("aggregate", "mem_mb"),
-        runtime=runtime_with_retries("aggregate"),
+        runtime=runtime("aggregate"),
         gpu=0,
-    conda:
-        "../../envs/eiou.yaml"
+        nodes=1,
     shell:
         "python -m eiou.cli select --plan {input.plan} --runs-dir results/runs"
         " --output {output} > {log} 2>&1"
