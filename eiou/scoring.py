@@ -4,13 +4,21 @@ The paper says only that the predicted IoU "guides NMS" and "corrects" the class
 confidence; these named methods make the choice explicit (record it with every result):
 
 - ``"cls"``: class score only, standard per-class NMS (the baseline).
-- ``"cls_x_iou"``: rank and report ``cls * iou``.
-- ``"sqrt_cls_x_iou"``: rank and report ``sqrt(cls * iou)`` (the geometric mean; the
-  public face-detector code of the authors' group uses it).
+- ``"sqrt_cls_x_iou"``: rank and report ``sqrt(cls * iou)`` (the geometric mean, on the
+  scale of ``cls``; the public face-detector code of the authors' group uses it).
 - ``"iou_guided_nms"``: IoU-Net's IoU-guided NMS (Jiang et al. 2018, Algorithm 1): boxes are
   ranked by predicted IoU; each kept box suppresses the remaining boxes of its class that
   overlap it by more than the threshold, and takes the maximum class score of the cluster
   it suppressed (itself included) as its score.
+
+``cls * iou`` is not a method of its own: ``sqrt`` is increasing, so ranking by ``cls * iou``
+ranks every detection, within an image and across images, exactly as ``sqrt(cls * iou)``
+does. The detectors apply the score threshold to ``cls`` before scoring, so both keep the
+same candidates, NMS keeps the same boxes in the same order, and the COCO evaluation (which
+only ranks) gives the same AP; only the printed scores differ. They would differ if a
+threshold were applied to the final score (``cls * iou > t`` keeps fewer detections than
+``sqrt(cls * iou) > t``), which no detector here does. ``tests/test_scoring.py`` checks
+both statements with pycocotools.
 
 Boxes are ``(N, 4)`` xyxy, scores and predicted IoUs ``(N,)`` in ``[0, 1]``, labels
 ``(N,)`` int. NMS is per label.
@@ -24,10 +32,18 @@ from torchvision.ops import batched_nms, box_iou, nms
 
 __all__ = ["SCORING_METHODS", "nms_with_scoring", "rescore", "select_detections"]
 
-SCORING_METHODS = ("cls", "cls_x_iou", "sqrt_cls_x_iou", "iou_guided_nms")
+SCORING_METHODS = ("cls", "sqrt_cls_x_iou", "iou_guided_nms")
+
+#: Names that were methods once, and the method that ranks every detection the same way.
+RANKS_AS: dict[str, str] = {"cls_x_iou": "sqrt_cls_x_iou"}
 
 
 def _check_method(method: str, predicted_iou: Tensor | None) -> None:
+    if method in RANKS_AS:
+        raise ValueError(
+            f"scoring method {method!r} ranks every detection as {RANKS_AS[method]!r} does "
+            f"(same detections, same AP; see eiou.scoring): use {RANKS_AS[method]!r}"
+        )
     if method not in SCORING_METHODS:
         raise ValueError(f"unknown scoring method {method!r}; choose from {SCORING_METHODS}")
     if method != "cls" and predicted_iou is None:
@@ -45,8 +61,6 @@ def rescore(cls_scores: Tensor, predicted_iou: Tensor | None, method: str) -> Te
         return cls_scores
     assert predicted_iou is not None
     iou = predicted_iou.clamp(0, 1)
-    if method == "cls_x_iou":
-        return cls_scores * iou
     if method == "sqrt_cls_x_iou":
         return (cls_scores * iou).sqrt()
     return iou

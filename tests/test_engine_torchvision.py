@@ -140,7 +140,7 @@ def test_roi_full_method_equals_core_loss_by_hand() -> None:
         "faster_rcnn",
         box_loss={"name": "eiou", "power": 2, "sot": True, "coder": "sqrt_area"},
         iou_head={"enabled": True, "weight": 0.5},
-        scoring={"method": "cls_x_iou"},
+        scoring={"method": "sqrt_cls_x_iou"},
     )
     roi = build_detector(cfg, K).roi_heads
     proposals, gt, labels, logits, reg = _roi_inputs(g)
@@ -237,7 +237,7 @@ def test_inference_decodes_with_the_training_coder_and_scores_with_iou() -> None
     box_loss = {"name": "eiou", "coder": "sqrt_area"}
     roi = build_detector(
         tiny_model_cfg(
-            "faster_rcnn", box_loss=box_loss, iou_head=head, scoring={"method": "cls_x_iou"}
+            "faster_rcnn", box_loss=box_loss, iou_head=head, scoring={"method": "sqrt_cls_x_iou"}
         ),
         K,
     ).roi_heads
@@ -252,7 +252,7 @@ def test_inference_decodes_with_the_training_coder_and_scores_with_iou() -> None
     cls = torch.softmax(logits, -1)[0, 2]
     assert out["labels"].tolist()[0] == 2
     torch.testing.assert_close(out["boxes"][0], expected[0])
-    torch.testing.assert_close(out["scores"][0], cls * 0.5)  # sigmoid(0) = 0.5
+    torch.testing.assert_close(out["scores"][0], (cls * 0.5).sqrt())  # sigmoid(0) = 0.5
     roi.scoring_method = "iou_guided_nms"  # ranks by IoU, reports the cluster's best cls
     guided = roi.predict_boxes(
         logits, offsets.view(1, -1), torch.tensor([[0.0]]), [proposal], [(100, 100)]
@@ -286,7 +286,7 @@ def test_inference_decodes_with_the_training_coder_and_scores_with_iou() -> None
 
 def test_scoring_without_iou_head_is_rejected() -> None:
     with pytest.raises(ValueError, match="IoU head"):
-        build_detector(tiny_model_cfg("retinanet", scoring={"method": "cls_x_iou"}), K)
+        build_detector(tiny_model_cfg("retinanet", scoring={"method": "sqrt_cls_x_iou"}), K)
 
 
 # --------------------------------------------------------------------------- settings
