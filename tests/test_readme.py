@@ -58,7 +58,19 @@ def test_new_loss_snippet_is_one_edit_of_a_preset():
 
 
 @pytest.mark.parametrize(
-    "verb", ["toy", "runs", "data", "train", "predict", "evaluate", "tables", "figures", "report"]
+    "verb",
+    [
+        "toy",
+        "runs",
+        "data",
+        "train",
+        "predict",
+        "rescore",
+        "evaluate",
+        "tables",
+        "figures",
+        "report",
+    ],
 )
 def test_cli_help(verb):
     out = subprocess.run(

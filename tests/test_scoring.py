@@ -9,6 +9,7 @@ import torchvision.ops as tvo
 from eiou.scoring import (
     SCORING_METHODS,
     nms_with_scoring,
+    record_candidates,
     rescore,
     select_detections,
 )
@@ -102,6 +103,27 @@ def test_select_detections_keeps_the_best_with_their_own_iou(method: str) -> Non
     without_iou = select_detections(boxes, scores, labels, None, "cls", 0.5, 10)
     assert "predicted_iou" not in without_iou
     assert torch.equal(without_iou["boxes"], out["boxes"]) == (method == "cls")
+
+
+def test_select_detections_records_its_inputs_only_when_asked() -> None:
+    boxes, scores, labels, ious = _detections(40, seed=3)
+    plain = select_detections(boxes, scores, labels, ious, "iou_guided_nms", 0.5, 10)
+    assert "candidates" not in plain
+    with record_candidates():
+        recorded = select_detections(boxes, scores, labels, ious, "iou_guided_nms", 0.5, 10)
+        without_iou = select_detections(boxes, scores, labels, None, "cls", 0.5, 10)
+    assert "candidates" not in select_detections(boxes, scores, labels, ious, "cls", 0.5, 10)
+    for key, value in (("boxes", boxes), ("labels", labels), ("scores", scores)):
+        assert torch.equal(recorded["candidates"][key], value)
+    assert torch.equal(recorded["candidates"]["predicted_iou"], ious)
+    assert without_iou["candidates"]["predicted_iou"] is None
+    # selecting again from the recorded candidates gives the same detections
+    c = recorded["candidates"]
+    again = select_detections(
+        c["boxes"], c["scores"], c["labels"], c["predicted_iou"], "iou_guided_nms", 0.5, 10
+    )
+    for key in ("boxes", "labels", "scores", "predicted_iou"):
+        assert torch.equal(again[key], recorded[key])
 
 
 # --------------------------------------------------------------------------- cls * iou

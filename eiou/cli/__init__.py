@@ -17,6 +17,7 @@ VERBS: tuple[str, ...] = (
     "data",
     "train",
     "predict",
+    "rescore",
     "evaluate",
     "tables",
     "figures",

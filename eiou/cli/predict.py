@@ -19,6 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--split", default=None, help="split to predict (default: predict.split, i.e. 'test')"
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: config)")
+    parser.add_argument(
+        "--candidates",
+        type=Path,
+        default=None,
+        help="also write each image's pre-NMS candidates here (e.g. candidates.pt), for "
+        "`eiou rescore`",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -35,8 +42,11 @@ def run(args: argparse.Namespace) -> int:
             split=args.split,
             device=args.device,
             progress=not args.no_progress,
+            candidates=args.candidates,
         )
     except (RunConfigError, FileNotFoundError) as err:
         raise SystemExit(f"eiou predict: {err}") from None
     print(f"wrote {len(results)} detections to {args.output}")
+    if args.candidates is not None:
+        print(f"wrote the candidates to {args.candidates}")
     return 0

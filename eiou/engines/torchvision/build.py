@@ -38,6 +38,7 @@ from eiou.engines.torchvision.backbones import (
 from eiou.engines.torchvision.box_regression import build_box_regression
 from eiou.engines.torchvision.faster_rcnn import IoURoIHeads, LossRPN
 from eiou.engines.torchvision.retinanet import IoURetinaNet
+from eiou.engines.torchvision.transform import CandidateScaleTransform
 from eiou.heads import IoUHead
 
 __all__ = [
@@ -164,7 +165,7 @@ def build_detector(
     }
     if detector == "faster_rcnn":
         backbone = build_backbone(backbone_name, **backbone_kwargs)
-        return _faster_rcnn(
+        model = _faster_rcnn(
             backbone,
             num_classes,
             sizes,
@@ -175,6 +176,8 @@ def build_detector(
             model_cfg,
             common,
         )
+        model.transform = CandidateScaleTransform.like(model.transform)
+        return model
     returned_layers, extra_blocks = retinanet_levels(backbone_name)
     backbone = build_backbone(
         backbone_name, returned_layers=returned_layers, extra_blocks=extra_blocks, **backbone_kwargs
@@ -185,7 +188,7 @@ def build_detector(
     # classify in a short CPU schedule); with ImageNet weights torchvision's / Detectron's
     # norm-free head, unless model.head_norm says otherwise ("none" forces no norm).
     head_norm = model_cfg.get("head_norm") or ("gn" if weights == "none" else "none")
-    return IoURetinaNet(
+    model = IoURetinaNet(
         backbone,
         num_classes + 1,
         anchor_generator=anchors,
@@ -196,6 +199,8 @@ def build_detector(
         norm_layer=None if head_norm == "none" else norm_layer(head_norm),
         **common,
     )
+    model.transform = CandidateScaleTransform.like(model.transform)
+    return model
 
 
 def _faster_rcnn(

@@ -1,0 +1,45 @@
+"""`eiou rescore`: every scoring method on the candidates `eiou predict` recorded."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = (
+    "apply each scoring method to the candidates of `eiou predict --candidates`; write one "
+    "COCO results file per method (no retraining, no second network pass)"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from eiou.rescoring import scoring_methods
+
+    parser.add_argument("--config", type=Path, required=True, help="the run config YAML")
+    parser.add_argument(
+        "--candidates", type=Path, required=True, help="candidates.pt of `eiou predict`"
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        required=True,
+        help="writes <dir>/<method>/predictions.json and run.yaml (the config with that method)",
+    )
+    parser.add_argument(
+        "--method",
+        action="append",
+        choices=scoring_methods(),
+        help="only this method (repeatable; default: every method the candidates allow)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from eiou.config import RunConfigError
+    from eiou.rescoring import rescore_run
+
+    try:
+        written = rescore_run(args.config, args.candidates, args.output_dir, args.method)
+    except (RunConfigError, FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"eiou rescore: {err}") from None
+    for method, path in written.items():
+        print(f"{method}: wrote {path}")
+    return 0
