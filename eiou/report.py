@@ -89,7 +89,11 @@ def summary_markdown(
         loss = spec["model"]["box_loss"]
         name = loss["name"] + (f" p={loss['power']}" if loss.get("power") not in (None, 1) else "")
         name += " +SOT" if loss.get("sot") else ""
-        name += " +IoU head" if spec["model"]["iou_head"].get("enabled") else ""
+        head = spec["model"]["iou_head"]
+        name += " +IoU head" if head.get("enabled") else ""
+        name += (
+            " (trained on negatives too)" if head.get("enabled") and head.get("negatives") else ""
+        )
         lines.append(
             f"| `{rid}` | {spec['data']['name']} | {spec['model']['detector']} | "
             f"{spec['model']['backbone']} | {name} | {spec['seed']} |"

@@ -66,6 +66,7 @@ def test_defaults_are_filled_and_loading_is_idempotent(tmp_path) -> None:
             {"model": {"iou_head": {"enabled": True}, "scoring": {"method": "cls_x_iou"}}},
             "model.scoring.method",
         ),
+        ({"model": {"iou_head": {"enabled": True, "negatives": 1}}}, "model.iou_head.negatives"),
         ({"model": {"iou_head": {"enabled": True, "wieght": 1}}}, "model.iou_head.wieght"),
         ({"train": {"steps": [8, 4]}}, "train.steps"),
         ({"train": {"max_iter": 0}}, "train.max_iter"),

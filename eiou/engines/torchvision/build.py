@@ -95,9 +95,14 @@ def detector_options(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
-def _iou_head_cfg(model_cfg: Mapping[str, Any]) -> tuple[bool, float]:
+def _iou_head_cfg(model_cfg: Mapping[str, Any]) -> tuple[bool, float, bool]:
+    """``(enabled, weight, negatives)`` of ``model.iou_head``."""
     head = model_cfg.get("iou_head") or {}
-    return bool(head.get("enabled", False)), float(head.get("weight", 1.0))
+    return (
+        bool(head.get("enabled", False)),
+        float(head.get("weight", 1.0)),
+        bool(head.get("negatives", False)),
+    )
 
 
 def _scoring(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,7 +147,7 @@ def build_detector(
     sizes = tuple(model_cfg.get("anchor_sizes") or default_anchor_sizes(backbone_name, detector))
     if len(sizes) != 5:
         raise ValueError(f"model.anchor_sizes needs one size per level (5), got {sizes}")
-    iou_head, iou_weight = _iou_head_cfg(model_cfg)
+    iou_head, iou_weight, iou_negatives = _iou_head_cfg(model_cfg)
     scoring = _scoring(model_cfg)
     common = {
         "min_size": model_cfg["min_size"],
@@ -172,6 +177,7 @@ def build_detector(
             box_regression,
             iou_head,
             iou_weight,
+            iou_negatives,
             scoring,
             model_cfg,
             common,
@@ -195,6 +201,7 @@ def build_detector(
         box_regression=box_regression,
         iou_head=iou_head,
         iou_head_weight=iou_weight,
+        iou_head_negatives=iou_negatives,
         scoring_method=scoring["method"],
         norm_layer=None if head_norm == "none" else norm_layer(head_norm),
         **common,
@@ -210,6 +217,7 @@ def _faster_rcnn(
     box_regression: Any,
     iou_head: bool,
     iou_weight: float,
+    iou_negatives: bool,
     scoring: Mapping[str, Any],
     model_cfg: Mapping[str, Any],
     options: dict[str, Any],
@@ -248,6 +256,7 @@ def _faster_rcnn(
         box_regression=box_regression,
         iou_head=IoUHead(representation) if iou_head else None,
         iou_head_weight=iou_weight,
+        iou_head_negatives=iou_negatives,
         scoring_method=scoring["method"],
     )
     if model_cfg.get("rpn_box_loss"):
