@@ -18,6 +18,7 @@ include: "workflow/rules/toy.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/rescore.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/report.smk"
 

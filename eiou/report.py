@@ -72,6 +72,12 @@ def summary_markdown(
                 "the run's `predictions.json` (results format).",
                 "",
             ]
+    scoring = tables_dir / "scoring.md"
+    if scoring.exists():  # IoU-head runs under every scoring method (eiou.rescoring)
+        files = ", ".join(
+            f"[{ext}]({_relative(scoring.with_suffix(f'.{ext}'), here)})" for ext in ("csv", "md")
+        )
+        lines += [scoring.read_text(encoding="utf-8").rstrip(), "", f"Files: {files}", ""]
     figures = sorted(figures_dir.glob("*.png")) if figures_dir.exists() else []
     if figures:
         lines += ["## Figures", ""]

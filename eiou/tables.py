@@ -4,7 +4,9 @@
 :func:`build_table` turns one planned table into a frame with, per metric, the mean over
 seeds, the sample standard deviation, the paper's number, the delta to it, the difference to
 the table's baseline variant and whether that difference exceeds the seed spread.
-:func:`write_table` writes CSV (full precision), Markdown and LaTeX.
+:func:`write_table` writes CSV (full precision), Markdown and LaTeX. :func:`scoring_table`
+puts each IoU-head run's AP, AP50, AP75 and AP90 under every scoring method side by side
+(``scoring.csv`` / ``scoring.md``; the rescored metrics of :mod:`eiou.rescoring`).
 
 Conventions:
 
@@ -29,6 +31,7 @@ import pandas as pd
 
 from eiou.experiments import PAPER_TABLE_CAPTIONS
 from eiou.io import write_text
+from eiou.rescoring import RESCORED_DIR, rescored_runs, scoring_methods
 
 __all__ = [
     "SCALAR_METRICS",
@@ -36,8 +39,10 @@ __all__ = [
     "expected_files",
     "gather_runs",
     "notice",
+    "scoring_table",
     "to_latex",
     "to_markdown",
+    "write_scoring_table",
     "write_table",
     "write_tables",
 ]
@@ -55,6 +60,9 @@ SCALAR_METRICS: tuple[str, ...] = (
     "AR100",
 )
 FORMATS: tuple[str, ...] = ("csv", "md", "tex")
+#: The metrics of the scoring table, and its file name (without extension).
+SCORING_METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "AP90")
+SCORING_TABLE = "scoring"
 
 
 def expected_files(plan: Mapping[str, Any], out_dir: str = "results/tables") -> list[str]:
@@ -62,6 +70,8 @@ def expected_files(plan: Mapping[str, Any], out_dir: str = "results/tables") -> 
     files = [f"{out_dir}/runs.csv"]
     for table in plan["tables"]:
         files += [f"{out_dir}/{table['name']}.{ext}" for ext in FORMATS]
+    if rescored_runs(plan):
+        files += [f"{out_dir}/{SCORING_TABLE}.{ext}" for ext in ("csv", "md")]
     return files
 
 
@@ -320,13 +330,102 @@ def write_table(
     return paths
 
 
+# --------------------------------------------------------------------------- scoring
+def scoring_table(plan: Mapping[str, Any], runs_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """One row per rescored run (an IoU head, local ground truth): its variant and axes,
+    its own scoring method (``configured``) and, per metric ``m`` of
+    :data:`SCORING_METRICS` and scoring method ``s``, the column ``"m s"``: ``m`` in
+    percent of the run's predictions rescored with ``s``
+    (``<run>/rescored/<s>/metrics.json``; NaN until it exists). Every column of a row comes
+    from the same trained model and the same network outputs."""
+    variants: dict[str, tuple[str, str]] = {}
+    for table in plan["tables"]:
+        for row in table["rows"]:
+            for rid in row["run_ids"]:
+                variants.setdefault(rid, (row["variant"], row["label"]))
+    records = []
+    for rid in rescored_runs(plan):
+        spec = plan["runs"][rid]
+        variant, label = variants.get(rid, ("", ""))
+        record: dict[str, Any] = {
+            "run_id": rid,
+            "variant": variant,
+            "label": label,
+            "dataset": spec["data"]["name"],
+            "detector": spec["model"]["detector"],
+            "backbone": spec["model"]["backbone"],
+            "box_loss": spec["model"]["box_loss"]["name"],
+            "iou_head_negatives": bool(spec["model"]["iou_head"].get("negatives", False)),
+            "seed": spec["seed"],
+            "configured": spec["model"]["scoring"]["method"],
+        }
+        metrics = {}
+        for method in scoring_methods():
+            path = Path(runs_dir) / rid / RESCORED_DIR / method / "metrics.json"
+            metrics[method] = read_metrics(path) if path.exists() else {}
+        for m in SCORING_METRICS:
+            for method in scoring_methods():
+                record[f"{m} {method}"] = _percent(metrics[method], metrics[method].get(m))
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def scoring_markdown(frame: pd.DataFrame, plan: Mapping[str, Any]) -> str:
+    """:func:`scoring_table` as Markdown; the run's own method is marked ``*``."""
+    methods = scoring_methods()
+    lines = [
+        "### Scoring methods on the same trained models (IoU-head runs)",
+        "",
+        f"> {notice(plan)}",
+        "",
+    ]
+    header = ["Variant", "Detector", "Dataset", "Seed"]
+    header += [f"{m} {method}" for m in SCORING_METRICS for method in methods]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    for _, r in frame.iterrows():
+        cells = [str(r["label"] or r["run_id"]), r["detector"], r["dataset"], str(r["seed"])]
+        for m in SCORING_METRICS:
+            for method in methods:
+                value = _fmt(r[f"{m} {method}"]) or "pending"
+                cells.append(value + ("*" if method == r["configured"] else ""))
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += [
+        "",
+        "Percent. Each row is one trained model; its columns evaluate the same candidates "
+        "(one network pass, `eiou predict --candidates`) under each scoring method "
+        "(`eiou rescore`), so they differ only by the scoring. `*`: the run's own method "
+        "(its `metrics.json`). `cls`: the class score alone, i.e. what the model gives "
+        "without using the IoU head at inference.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_scoring_table(
+    plan: Mapping[str, Any], runs_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+) -> list[Path]:
+    """Write ``scoring.csv`` (with a ``notice`` column) and ``scoring.md``."""
+    frame = scoring_table(plan, runs_dir)
+    out = Path(out_dir)
+    csv = frame.copy()
+    csv.insert(0, "preset", plan["preset"])
+    csv.insert(1, "paper_setting", bool(plan.get("paper_setting")))
+    csv["notice"] = notice(plan)
+    paths = [out / f"{SCORING_TABLE}.csv", out / f"{SCORING_TABLE}.md"]
+    write_text(paths[0], csv.to_csv(index=False))
+    write_text(paths[1], scoring_markdown(frame, plan))
+    return paths
+
+
 def write_tables(
     plan: Mapping[str, Any],
     runs_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     tables: Sequence[str] | None = None,
 ) -> list[Path]:
-    """Gather the runs (``runs.csv``) and write every table of ``plan``."""
+    """Gather the runs (``runs.csv``) and write every table of ``plan``, and the scoring
+    table where the plan has IoU-head runs (``tables``: only these names)."""
     runs = gather_runs(plan, runs_dir)
     written = [Path(out_dir) / "runs.csv"]
     write_text(written[0], runs.to_csv(index=False))
@@ -335,4 +434,6 @@ def write_tables(
             continue
         frame = build_table(table, runs)
         written += write_table(frame, table, plan, out_dir)
+    if rescored_runs(plan) and (not tables or SCORING_TABLE in tables):
+        written += write_scoring_table(plan, runs_dir, out_dir)
     return written

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from engine_helpers import data_config, run_config
 
-from eiou import rescoring
+from eiou import report, rescoring, tables
 from eiou.config import load_run_config
 from eiou.data import build_dataset
 from eiou.engines.torchvision import DETECTORS
+from eiou.experiments import build_plan, validate_config
+from eiou.io import write_json
 from eiou.predict import predict
 from eiou.scoring import SCORING_METHODS
 from eiou.train import train
@@ -150,3 +153,80 @@ def test_candidates_without_iou_or_scale() -> None:
     assert [(r["category_id"], r["score"]) for r in results] == [(7, 0.9), (9, 0.7)]
     assert results[1]["bbox"] == [60.0, 90.0, 20.0, 30.0]  # (30, 30, 40, 40) x (2, 3)
     assert rescoring.rescore_candidates(packed, "cls", {"detections_per_image": 1}) == results[:1]
+
+
+# --------------------------------------------------------------------------- workflow, table
+def iou_head_plan() -> dict:
+    row = {"detector": "faster_rcnn", "backbone": "tiny", "dataset": "shapes", "schedule": "s"}
+    return build_plan(
+        validate_config(
+            {
+                "preset": "unit",
+                "datasets": {
+                    "shapes": {"kind": "synthetic", "train_splits": ["a"], "test_split": "b"}
+                },
+                "schedules": {"s": {"max_iter": 1, "base_lr": 0.1, "batch_size": 1}},
+                "variants": {
+                    "ours_negatives": {
+                        "label": "Ours, head trained on negatives",
+                        "box_loss": {"name": "eiou", "power": 2, "sot": True},
+                        "iou_head": {"enabled": True, "negatives": True},
+                        "scoring": {"method": "iou_guided_nms"},
+                    }
+                },
+                "tables": {
+                    "t1": {
+                        "title": "I",
+                        "rows": [{**row, "variant": ["smooth_l1", "ours", "ours_negatives"]}],
+                    }
+                },
+            }
+        )
+    )
+
+
+def test_rescored_runs_are_the_iou_head_runs() -> None:
+    plan = iou_head_plan()
+    ids = {r["variant"]: r["run_ids"][0] for r in plan["tables"][0]["rows"]}
+    assert rescoring.rescored_runs(plan) == [ids["ours"], ids["ours_negatives"]]
+    assert plan["runs"][ids["ours_negatives"]]["model"]["iou_head"]["negatives"] is True
+    assert plan["runs"][ids["ours"]]["model"]["iou_head"]["negatives"] is False
+    files = rescoring.rescored_metrics_files(plan)
+    assert len(files) == 2 * len(SCORING_METHODS)
+    assert f"results/runs/{ids['ours']}/rescored/iou_guided_nms/metrics.json" in files
+    assert {"results/tables/scoring.csv", "results/tables/scoring.md"} <= set(
+        tables.expected_files(plan)
+    )
+    without = copy.deepcopy(plan)
+    without["runs"] = {ids["smooth_l1"]: plan["runs"][ids["smooth_l1"]]}
+    assert rescoring.rescored_runs(without) == []
+    assert not any("scoring" in f for f in tables.expected_files(without))
+
+
+def test_scoring_table_puts_the_methods_side_by_side(tmp_path: Path) -> None:
+    plan = iou_head_plan()
+    ids = {r["variant"]: r["run_ids"][0] for r in plan["tables"][0]["rows"]}
+    values = {}
+    for k, method in enumerate(SCORING_METHODS):
+        ap = 0.30 + 0.01 * k
+        values[method] = ap
+        write_json(
+            tmp_path / ids["ours"] / "rescored" / method / "metrics.json",
+            {"AP": ap, "AP50": 0.6, "AP75": 0.3, "AP90": 0.05 * k},
+        )
+    frame = tables.scoring_table(plan, tmp_path)
+    assert frame["run_id"].tolist() == [ids["ours"], ids["ours_negatives"]]
+    ours = frame.iloc[0]
+    assert ours["configured"] == "sqrt_cls_x_iou" and not ours["iou_head_negatives"]
+    for method, ap in values.items():
+        assert ours[f"AP {method}"] == pytest.approx(100 * ap)
+    assert frame.iloc[1].isna()["AP cls"] and frame.iloc[1]["iou_head_negatives"]
+    written = tables.write_tables(plan, tmp_path, tmp_path / "tables")
+    assert tmp_path / "tables" / "scoring.md" in written
+    md = (tmp_path / "tables" / "scoring.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| Ours (EIoU"))
+    assert "| 30.0 | 31.0* | 32.0 |" in row  # AP under cls, sqrt_cls_x_iou (own), iou-guided
+    assert "pending*" in next(line for line in md.splitlines() if "negatives" in line)
+    assert "NOT the paper's setting" in md
+    summary = report.summary_markdown(plan, tmp_path / "tables", tmp_path, tmp_path / "s.md")
+    assert md.rstrip() in summary and "[csv](tables/scoring.csv)" in summary

@@ -24,10 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 #: Job count of `snakemake -n --configfile config/paper.yaml`, as README.md states it.
-PAPER_DRY_RUN_JOBS = 102
+PAPER_DRY_RUN_JOBS = 122
 
 # Domain knowledge, not code: Tables II-IV's "ours" is Table I's row 8.
 SAME_VARIANT = {"ours": "eiou_ct_sot_iou_head"}
+# The built-in variants with an IoU head, and the scoring methods each of their runs is
+# rescored with (cls, sqrt_cls_x_iou, iou_guided_nms).
+IOU_HEAD_VARIANTS = {"smooth_l1_iou_head", "eiou_ct_sot_iou_head"}
+SCORING_METHODS = 3
 # Rules that run once per workflow: plan, toy, figures_toy, tables, figures, report, all.
 ONCE = 7
 
@@ -86,14 +90,18 @@ def expected_counts(preset: str) -> dict[str, int]:
                 for seed in range(table.get("seeds", default_seeds)):
                     runs.add((variant, detector, backbone, dataset, schedule, seed))
     scored = [r for r in runs if config["datasets"][r[3]].get("has_ground_truth", True)]
+    rescored = [r for r in scored if r[0] in IOU_HEAD_VARIANTS]
     return {
         "run_spec": len(runs),
         "train": len(runs),
-        "predict": len(runs),
+        "predict": len(runs) - len(rescored),
+        "predict_with_candidates": len(rescored),
+        "rescore": len(rescored),
         "evaluate": len(scored),
+        "evaluate_rescored": SCORING_METHODS * len(rescored),
         "server_results": len(runs) - len(scored),
         "prepare_data": len(datasets),
-        "total": 4 * len(runs) + len(datasets) + ONCE,
+        "total": 4 * len(runs) + len(datasets) + ONCE + (1 + SCORING_METHODS) * len(rescored),
     }
 
 
@@ -114,8 +122,9 @@ def test_paper_dry_run_job_count(data_roots):
     expected = expected_counts("paper")
     for rule, count in expected.items():
         assert counts.get(rule, 0) == count, (rule, counts)
-    # 23 unique runs: Table I 8, Table II adds 5 (CIoU and 4 RetinaNet), III 8, IV 2
-    assert expected["train"] == 23
+    # 23 unique runs: Table I 8, Table II adds 5 (CIoU and 4 RetinaNet), III 8, IV 2; 5 of
+    # them have an IoU head and ground truth (Table I 2, II 1 more, III 2): rescored
+    assert expected["train"] == 23 and expected["rescore"] == 5
     assert counts["total"] == PAPER_DRY_RUN_JOBS
 
 

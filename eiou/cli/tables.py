@@ -15,7 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--runs-dir", default="results/runs", help="folder of <run_id>/metrics.json"
     )
     parser.add_argument("--out-dir", default="results/tables")
-    parser.add_argument("--table", action="append", help="only this table (repeatable)")
+    parser.add_argument(
+        "--table",
+        action="append",
+        help="only this table (repeatable; 'scoring': the scoring-methods table)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ rule tables:
     input:
         plan="results/plan.json",
         metrics=expand("results/runs/{run}/metrics.json", run=EVALUATED),
+        rescored=RESCORED_METRICS,
     output:
         [
             report(

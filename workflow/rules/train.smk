@@ -67,11 +67,12 @@ rule predict:
         data=run_dataset,
         model="results/runs/{run}/model_final.pth",
     output:
-        "results/runs/{run}/predictions.json",
+        predictions="results/runs/{run}/predictions.json",
     log:
         "results/logs/predict/{run}.log",
     params:
         launch=launcher,
+        candidates="",  # IoU-head runs: see predict_with_candidates (rescore.smk)
     threads: res("predict", "threads")
     resources:
         mem_mb=res("predict", "mem_mb"),
@@ -81,4 +82,5 @@ rule predict:
         "../../envs/eiou.yaml"
     shell:
         "OMP_NUM_THREADS={threads} {params.launch} predict --config {input.spec}"
-        " --checkpoint {input.model} --output {output} > {log} 2>&1"
+        " --checkpoint {input.model} --output {output.predictions}{params.candidates}"
+        " > {log} 2>&1"
