@@ -6,9 +6,10 @@ class score and its per-image top-k): boxes, labels, class scores and predicted 
 the factors that map the boxes to the image's pixels. :func:`rescore_candidates` applies
 :func:`~eiou.scoring.select_detections` to them with any scoring method; for the run's own
 method the result equals ``eiou predict``'s predictions exactly (same tensors, same
-operations, on the CPU), and for another method it equals what ``eiou predict`` writes with
-that method configured. So the IoU head's effect under each method is measured on one
-trained model, and none of it costs a training or a second pass of the network.
+operations, on the kind of device that predicted), and for another method it equals what
+``eiou predict`` writes with that method configured. So the IoU head's effect under each
+method is measured on one trained model, and none of it costs a training or a second pass
+of the network.
 
 The candidates file (:func:`save_candidates`, ``torch.load(..., weights_only=True)``
 reads it) is a dict of flat tensors, the images one after another:
@@ -183,7 +184,10 @@ def split_candidates(packed: Mapping[str, Any]) -> Iterator[tuple[int, dict[str,
 
 # --------------------------------------------------------------------------- rescoring
 def rescore_candidates(
-    packed: Mapping[str, Any], method: str, scoring: Mapping[str, Any] | None = None
+    packed: Mapping[str, Any],
+    method: str,
+    scoring: Mapping[str, Any] | None = None,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
     """COCO results of the candidates under ``method``, as ``eiou predict`` writes them.
 
@@ -195,6 +199,10 @@ def rescore_candidates(
             (default: those recorded in the file). A score threshold above the recorded one
             drops the candidates below it (the same detections a detector with that
             threshold keeps); one below it cannot be honoured and raises ``ValueError``.
+        device: where NMS runs (``cpu``, ``cuda``, ``cuda:N``). The result equals
+            ``eiou predict``'s bit for bit when this is the kind of device that predicted;
+            across kinds (CUDA and CPU NMS kernels round differently) a pair of boxes whose
+            overlap is within rounding of the NMS threshold can be decided otherwise.
     """
     from eiou.predict import to_coco_results
     from eiou.scoring import select_detections
@@ -216,6 +224,7 @@ def rescore_candidates(
     mapping = packed["label_to_category_id"]
     results: list[dict[str, Any]] = []
     for image_id, c in split_candidates(packed):
+        c = {k: v.to(device) if v is not None else None for k, v in c.items()}
         boxes, labels, scores, ious = c["boxes"], c["labels"], c["scores"], c["predicted_iou"]
         if threshold is not None and floor is not None and threshold > floor:
             keep = scores > threshold
@@ -240,6 +249,7 @@ def rescore_run(
     candidates: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     methods: Sequence[str] | None = None,
+    device: str = "cpu",
 ) -> dict[str, Path]:
     """Rescore a run's candidates with each method; write ``<out_dir>/<method>/``
     ``predictions.json`` (COCO results) and ``run.yaml`` (the run config with
@@ -251,6 +261,7 @@ def rescore_run(
         out_dir: e.g. ``results/runs/<run>/rescored``.
         methods: default every method the candidates allow (all with predicted IoUs, else
             ``cls``).
+        device: where NMS runs (see :func:`rescore_candidates`).
 
     Returns:
         ``{method: predictions path}``.
@@ -266,7 +277,7 @@ def rescore_run(
         methods = SCORING_METHODS if packed["predicted_iou"] is not None else ("cls",)
     written = {}
     for method in methods:
-        results = rescore_candidates(packed, method, cfg["model"]["scoring"])
+        results = rescore_candidates(packed, method, cfg["model"]["scoring"], device)
         folder = Path(out_dir) / method
         spec = copy.deepcopy(cfg)
         spec["model"]["scoring"]["method"] = method

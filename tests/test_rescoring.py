@@ -122,7 +122,7 @@ def test_cli_predict_with_candidates_then_rescore(trained, tmp_path) -> None:
     assert main([*argv, "--output", str(pred), "--candidates", str(cand)]) == 0
     out = tmp_path / "rescored"
     argv = ["rescore", "--config", str(config), "--candidates", str(cand), "--output-dir", str(out)]
-    assert main([*argv, "--method", "sqrt_cls_x_iou", "--method", "cls"]) == 0
+    assert main([*argv, "--method", "sqrt_cls_x_iou", "--method", "cls", "--device", "cpu"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["cls", "sqrt_cls_x_iou"]
     own = json.loads((out / cfg["model"]["scoring"]["method"] / "predictions.json").read_text())
     assert own == json.loads(pred.read_text())

@@ -25,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="writes <dir>/<method>/predictions.json and run.yaml (the config with that method)",
     )
     parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where NMS runs (default cpu); the kind of device `eiou predict` ran on gives "
+        "its predictions bit for bit",
+    )
+    parser.add_argument(
         "--method",
         action="append",
         choices=scoring_methods(),
@@ -37,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from eiou.rescoring import rescore_run
 
     try:
-        written = rescore_run(args.config, args.candidates, args.output_dir, args.method)
+        written = rescore_run(
+            args.config, args.candidates, args.output_dir, args.method, device=args.device
+        )
     except (RunConfigError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f"eiou rescore: {err}") from None
     for method, path in written.items():
