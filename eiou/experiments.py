@@ -26,7 +26,7 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +46,14 @@ __all__ = [
     "load_config",
     "load_run_spec",
     "paper_reference",
+    "preset_folder",
     "run_id",
     "run_spec_text",
+    "select_candidates",
     "spec_hash",
     "validate_config",
+    "validated_runs",
+    "variant_candidates",
     "write_plan",
     "write_run_spec",
 ]
@@ -57,6 +61,11 @@ __all__ = [
 #: Bump when the meaning of a run spec changes: every run id changes with it. Version 3:
 #: a run spec is exactly a run config (eiou.config), defaults from the package's schemas.
 SPEC_VERSION = 3
+#: The calibration rule that resolves ``weight: null`` and the sqrt_area scale
+#: (eiou.calibration.RULE, RULE_VERSION; a test keeps them equal). It is hashed into every
+#: run id, so a new rule never reuses runs trained under the old one. Kept here as a
+#: constant so that planning imports no torch.
+CALIBRATION_RULE = ("equal-start-gradient", 1)
 
 #: Metrics of the paper's tables, in the order they are printed.
 METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "AP90", "APs", "APm", "APl", "AR100")
@@ -252,38 +261,135 @@ def paper_reference(
 
 
 # --------------------------------------------------------------------------- validation
-def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+def validate_config(
+    config: Mapping[str, Any], base_dir: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
     """Validate a preset against ``eiou/schemas/preset.schema.yaml`` and return a copy with
     the defaults filled in.
 
     Raises :class:`ConfigError` naming the offending key (``tables.t1.rows[0].detector``)
     and what is allowed there. Also checks what a schema cannot: that every variant,
-    dataset and schedule a table names is defined. Imports no torch.
+    dataset and schedule a table names is defined, and that each dataset uses one form.
+    Imports no torch.
+
+    ``base_dir``: the preset file's folder. Relative dataset paths (a VOC or COCO ``root``,
+    a split's ``annotations`` and ``images``) are made absolute against it; ``~`` is the
+    home folder; a path starting with ``$`` is left to the environment
+    (:func:`resolve_datasets`). Without ``base_dir`` relative paths stay relative (to the
+    working directory). Synthetic roots are outputs and always stay relative to the
+    working directory.
     """
     try:
         config = schemas.validate(config, "preset")
     except schemas.SchemaError as err:
         raise ConfigError(str(err)) from None
+    _check_datasets(config)
     _check_references(config)
+    if base_dir is not None:
+        _resolve_relative_paths(config, Path(base_dir))
     return config
+
+
+#: Keys of a dataset entry by form: any COCO-format dataset / named splits.
+_SPLIT_SOURCES = ("train", "val", "test")
+_SPLIT_NAMES = ("root", "train_splits", "test_split", "val_split")
+
+
+def _check_datasets(config: Mapping[str, Any]) -> None:
+    """Each dataset uses one form, and ``classes`` only on VOC data."""
+    problems = []
+    for name, entry in config["datasets"].items():
+        where = f"config key datasets.{name}"
+        sources = [k for k in _SPLIT_SOURCES if k in entry]
+        if sources:
+            if entry["kind"] != "coco":
+                problems.append(
+                    f"{where}.{sources[0]}: an annotation file and image folder per split is "
+                    f"the form of kind coco (any COCO-format dataset), not {entry['kind']!r}; "
+                    "VOC-format data takes root, train_splits and test_split"
+                )
+            for key in _SPLIT_NAMES:
+                if key in entry:
+                    problems.append(
+                        f"{where}.{key}: not with train/test (any COCO-format dataset: each "
+                        "split is {annotations, images}); use one form or the other"
+                    )
+        if "classes" in entry and entry["kind"] != "voc":
+            problems.append(
+                f"{where}.classes: only VOC-format data (kind voc) takes classes; COCO JSON "
+                "names its categories"
+            )
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _absolute(path: str, base_dir: Path) -> str:
+    if path.startswith("$"):
+        return path
+    expanded = Path(os.path.expanduser(path))
+    return str(expanded if expanded.is_absolute() else Path(os.path.normpath(base_dir / expanded)))
+
+
+def _resolve_relative_paths(config: dict[str, Any], base_dir: Path) -> None:
+    base_dir = base_dir.absolute()
+    for entry in config["datasets"].values():
+        if entry["kind"] != "synthetic" and "root" in entry:
+            entry["root"] = _absolute(entry["root"], base_dir)
+        for split in _SPLIT_SOURCES:
+            if split in entry:
+                for key in ("annotations", "images"):
+                    entry[split][key] = _absolute(entry[split][key], base_dir)
+
+
+def preset_folder(
+    configfiles: Iterable[str | os.PathLike[str]], default: str | os.PathLike[str]
+) -> Path:
+    """The folder relative dataset paths of a preset resolve against: that of the last
+    config file (Snakemake's ``workflow.configfiles``), else ``default``."""
+    files = [Path(f) for f in configfiles]
+    return (files[-1].absolute().parent if files else Path(default)).absolute()
 
 
 def _check_references(config: Mapping[str, Any]) -> None:
     variants = set(BUILTIN_VARIANTS) | set(config.get("variants", {}))
     problems = []
     for tname, table in config["tables"].items():
-        if table.get("baseline") not in variants:
+        inline = {
+            _resolve_variant(ref, config)[0]
+            for row in table["rows"]
+            for ref in _as_list(row["variant"])
+            if isinstance(ref, Mapping)
+        }
+        if table.get("baseline") not in variants | inline:
             problems.append(
                 f"config key tables.{tname}.baseline: {table.get('baseline')!r} is not a "
-                f"variant; allowed: {sorted(variants)}"
+                f"variant; allowed: {sorted(variants | inline)}"
             )
         for i, row in enumerate(table["rows"]):
             where = f"tables.{tname}.rows[{i}]"
-            for ref in _as_list(row["variant"]):
+            refs = _as_list(row["variant"])
+            for j, ref in enumerate(refs):
                 if isinstance(ref, str) and ref not in variants:
                     problems.append(
                         f"config key {where}.variant: {ref!r} is not a variant; allowed: "
                         f"{sorted(variants)} or an inline {{box_loss: {{name: ...}}}}"
+                    )
+                    continue
+                at = f"{where}.variant" + (f"[{j}]" if isinstance(row["variant"], list) else "")
+                variant = ref if isinstance(ref, Mapping) else config["variants"].get(ref)
+                if variant is None:  # built in
+                    continue
+                if not isinstance(ref, Mapping):
+                    at = f"variants.{ref}"
+                try:
+                    candidates = variant_candidates(variant, {}, at)
+                except ConfigError as err:
+                    problems += str(err).splitlines()[1:]
+                    continue
+                if len(candidates) > 1 and not table.get("tuning"):
+                    problems.append(
+                        f"config key {at}: option lists are candidates for tuning; add a "
+                        f"tuning section to tables.{tname}"
                     )
             for field, known in (("dataset", "datasets"), ("schedule", "schedules")):
                 for ref in _as_list(row[field]):
@@ -293,18 +399,20 @@ def _check_references(config: Mapping[str, Any]) -> None:
                             f"{known}; allowed: {sorted(config[known])}"
                         )
     if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+        lines = list(dict.fromkeys(p.strip() for p in problems))
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a preset YAML file and :func:`validate_config` it."""
+    """Read a preset YAML file and :func:`validate_config` it; relative dataset paths
+    resolve against the file's folder."""
     from eiou.config import RunConfigError, read_yaml
 
     try:
         raw = read_yaml(path, "preset")
     except RunConfigError as err:
         raise ConfigError(str(err)) from None
-    return validate_config(raw)
+    return validate_config(raw, base_dir=Path(path).absolute().parent)
 
 
 # --------------------------------------------------------------------------- datasets
@@ -327,10 +435,12 @@ def expand_env(value: str, key: str) -> str:
 
 
 def resolve_datasets(config: Mapping[str, Any], check_roots: bool | None = None) -> dict[str, dict]:
-    """Dataset entries with their root resolved; missing roots raise one ConfigError.
+    """Dataset entries with their paths resolved; missing roots or files raise one ConfigError.
 
     Only datasets that some table uses are resolved or checked. Synthetic data is generated
-    into ``results/data/<name>`` unless ``root`` says otherwise.
+    into ``results/data/<name>`` unless ``root`` says otherwise. Any COCO-format dataset
+    (``train``/``test``/``val``, each ``{annotations, images}``) becomes ``splits`` of those
+    names with ``train_splits: [train]``, ``test_split: test`` (and ``val_split: val``).
     """
     if check_roots is None:
         check_roots = bool(config.get("check_data_roots", True))
@@ -340,7 +450,9 @@ def resolve_datasets(config: Mapping[str, Any], check_roots: bool | None = None)
     for name in sorted(used):
         entry = copy.deepcopy(config["datasets"][name])
         key = f"datasets.{name}.root"
-        if entry["kind"] == "synthetic":
+        if any(split in entry for split in _SPLIT_SOURCES):
+            missing += _resolve_split_sources(entry, name, check_roots)
+        elif entry["kind"] == "synthetic":
             entry["root"] = expand_env(entry.get("root", f"results/data/{name}"), key)
         else:
             if "root" not in entry:
@@ -366,10 +478,50 @@ def resolve_datasets(config: Mapping[str, Any], check_roots: bool | None = None)
     return out
 
 
+def _resolve_split_sources(entry: dict[str, Any], name: str, check: bool) -> list[str]:
+    """Turn ``train``/``val``/``test`` of ``entry`` into ``splits`` (environment variables
+    expanded); return the missing files and folders when ``check``."""
+    missing: list[str] = []
+    entry["splits"] = {}
+    for split in _SPLIT_SOURCES:
+        if split not in entry:
+            continue
+        source = entry.pop(split)
+        for field, what, exists in (
+            ("annotations", "annotation file", os.path.isfile),
+            ("images", "image folder", os.path.isdir),
+        ):
+            key = f"datasets.{name}.{split}.{field}"
+            try:
+                source[field] = expand_env(source[field], key)
+            except ConfigError as err:
+                if check:
+                    missing.append(str(err))
+                continue
+            if check and not exists(source[field]):
+                missing.append(f"config key {key}: {what} {source[field]!r} does not exist")
+        entry["splits"][split] = source
+    entry["train_splits"] = ["train"]
+    entry["test_split"] = "test"
+    if "val" in entry["splits"]:
+        entry["val_split"] = "val"
+    return missing
+
+
 def data_arguments(entry: Mapping[str, Any]) -> list[str]:
     """``eiou data <kind>`` arguments for one resolved dataset entry."""
-    args = [entry["kind"], "--root", str(entry["root"]), "--output-dir", entry["annotations"]]
-    args += ["--splits", *entry["train_splits"], entry["test_split"]]
+    if entry.get("splits"):
+        args = [entry["kind"], "--output-dir", entry["annotations"]]
+        for split, source in entry["splits"].items():
+            args += ["--split", split, str(source["annotations"]), str(source["images"])]
+    else:
+        args = [entry["kind"], "--root", str(entry["root"]), "--output-dir", entry["annotations"]]
+        splits = [*entry["train_splits"], entry.get("val_split"), entry["test_split"]]
+        args += ["--splits", *dict.fromkeys(s for s in splits if s)]
+    classes = entry.get("classes")
+    if classes is not None:
+        args += ["--classes", *(["auto"] if classes == "auto" else classes)]
+        args += ["--classes-from", *entry["train_splits"]]
     for key, value in entry.get("options", {}).items():
         args += [f"--{key.replace('_', '-')}", _cli_value(value)]
     return args
@@ -402,15 +554,20 @@ def _resolve_variant(ref: Any, config: Mapping[str, Any]) -> tuple[str, dict[str
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
-    """SHA-256 of the spec's canonical JSON, without its ``name`` and the dataset root.
+    """SHA-256 of the spec's canonical JSON, without its ``name`` and the dataset's
+    location (its root, and the files of its ``splits``: only their names count), with the
+    calibration rule (:data:`CALIBRATION_RULE`) added.
 
-    The root is left out so that the same experiment gets the same id wherever the data
+    The location is left out so that the same experiment gets the same id wherever the data
     happens to live; the name is the id itself.
     """
     content = copy.deepcopy(dict(spec))
     content.pop("name", None)
+    content["calibration"] = list(CALIBRATION_RULE)
     if isinstance(content.get("data"), dict):
         content["data"].pop("root", None)
+        if isinstance(content["data"].get("splits"), dict):  # file locations, like the root
+            content["data"]["splits"] = sorted(content["data"]["splits"])
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -449,8 +606,15 @@ def make_run_spec(
     backbone: str,
     schedule: Mapping[str, Any],
     seed: int,
+    *,
+    holdout: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One run spec: a run config with every default filled in, named by its id.
+
+    ``holdout`` (``{fraction, seed}``) carves a validation split out of the training data
+    (a tuned table's runs); ``overrides`` sets dotted run-config keys (a tuning grid's
+    values) last.
 
     The model section is the preset's ``model`` with the row's detector and backbone, the
     dataset's image sizes, the variant's ``box_loss`` (replacing the preset's) and its
@@ -458,16 +622,12 @@ def make_run_spec(
     section as given (its ``batch_size`` counts the images of one iteration over all
     processes, so a run means the same on 1 or 8 GPUs).
     """
-    data = {
-        "name": dataset_name,
-        "kind": dataset["kind"],
-        "root": dataset["root"],
-        "annotations": dataset["annotations"],
-        "train_splits": list(dataset["train_splits"]),
-        "test_split": dataset["test_split"],
-        "has_ground_truth": dataset["has_ground_truth"],
-        **copy.deepcopy(dataset.get("options", {})),
-    }
+    data: dict[str, Any] = {"name": dataset_name, "kind": dataset["kind"]}
+    for key in ("root", "annotations", "splits", "train_splits", "test_split", "val_split",
+                "classes", "has_ground_truth"):  # fmt: skip
+        if key in dataset:
+            data[key] = copy.deepcopy(dataset[key])
+    data.update(copy.deepcopy(dataset.get("options", {})))
     model = _merged(
         config.get("model", {}),
         {
@@ -480,6 +640,8 @@ def make_run_spec(
         },
     )
     model["box_loss"] = copy.deepcopy(dict(variant["box_loss"]))
+    if holdout:
+        data["holdout"] = dict(holdout)
     raw = {
         "spec_version": SPEC_VERSION,
         "seed": int(seed),
@@ -487,6 +649,12 @@ def make_run_spec(
         "model": model,
         "train": copy.deepcopy(dict(schedule)),
     }
+    for key, value in (overrides or {}).items():
+        section, *path = key.split(".")
+        target = raw[section]
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = copy.deepcopy(value)
     try:
         spec = schemas.validate(raw, "run", where="run spec")
     except schemas.SchemaError as err:
@@ -495,38 +663,120 @@ def make_run_spec(
     return {"name": spec.pop("name"), **spec}
 
 
+def _is_value(key: str, value: Any) -> bool:
+    """Whether a variant option is one value (not a list of candidate values)."""
+    if not isinstance(value, list):
+        return True
+    return key == "coder_weights" and all(isinstance(v, int | float) for v in value)
+
+
+def variant_candidates(
+    variant: Mapping[str, Any], grid: Mapping[str, list[Any]], where: str
+) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """``[(values, variant, overrides)]``: one per candidate of a variant in a tuned table.
+
+    The candidates are the product of the variant's option lists (in ``box_loss`` and
+    ``iou_head``) and the table's ``grid`` (dotted run-config keys). ``values`` names what
+    the candidate chose (``{"model.box_loss.weight": 5, "train.base_lr": 0.01}``); each
+    candidate's box loss is checked as a run config's ``model.box_loss``.
+    """
+    axes: list[tuple[str, list[Any]]] = []
+    for section in ("box_loss", "iou_head"):
+        for key, value in (variant.get(section) or {}).items():
+            if not _is_value(key, value):
+                axes.append((f"model.{section}.{key}", list(value)))
+    axes += [(key, list(values)) for key, values in grid.items()]
+    out = []
+    for combo in itertools.product(*(values for _, values in axes)):
+        chosen = dict(zip((key for key, _ in axes), combo, strict=True))
+        candidate = copy.deepcopy(dict(variant))
+        overrides = {}
+        for key, value in chosen.items():
+            section, *path = key.split(".")
+            if section == "model" and len(path) == 2 and path[0] in ("box_loss", "iou_head"):
+                candidate[path[0]][path[1]] = value
+            else:
+                overrides[key] = value
+        try:
+            schemas.validate(
+                candidate["box_loss"], "definitions#box_loss", prefix=f"{where}.box_loss"
+            )
+            schemas.validate(
+                candidate.get("iou_head") or {}, "definitions#iou_head", prefix=f"{where}.iou_head"
+            )
+        except schemas.SchemaError as err:
+            raise ConfigError(str(err)) from None
+        out.append((chosen, candidate, overrides))
+    return out
+
+
+def _candidate_label(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in values.items())
+
+
 def build_plan(config: Mapping[str, Any], check_roots: bool | None = None) -> dict[str, Any]:
     """Expand a validated config into ``{"runs": {id: spec}, "tables": [...], ...}``.
 
-    Each table row lists the run ids of its seeds and the paper's numbers (if any); runs
-    with identical content share one id and appear once in ``runs``.
+    Each table row lists its ``candidates`` (one unless the table tunes), each with the run
+    ids of its seeds, and the paper's numbers (if any); runs with identical content share
+    one id and appear once in ``runs``. An untuned row's ``run_ids`` are its one
+    candidate's; a tuned row's are empty until :func:`select_candidates` chose one.
+
+    Raises:
+        ConfigError: an option list outside a tuned table, or variants of one tuned table
+            with different numbers of candidates (budgets).
     """
     datasets = resolve_datasets(config, check_roots)
     runs: dict[str, dict[str, Any]] = {}
     tables = []
     for tname, table in config["tables"].items():
         seeds = int(table.get("seeds") or config.get("seeds", 1))
-        rows = []
+        tuning = table.get("tuning")
+        holdout = (
+            {"fraction": tuning["holdout_fraction"], "seed": tuning["holdout_seed"]}
+            if tuning
+            else None
+        )
+        rows: list[dict[str, Any]] = []
         for row in table["rows"]:
             axes = [
                 _as_list(row[k]) for k in ("variant", "detector", "backbone", "dataset", "schedule")
             ]
             for vref, detector, backbone, dname, sname in itertools.product(*axes):
                 vname, variant = _resolve_variant(vref, config)
-                ids = []
-                for i in range(seeds):
-                    spec = make_run_spec(
-                        config,
-                        datasets[dname],
-                        dname,
-                        variant,
-                        detector,
-                        backbone,
-                        config["schedules"][sname],
-                        config.get("base_seed", 0) + i,
+                where = f"tables.{tname}.rows[{len(rows)}] variant {vname}"
+                if tuning:
+                    candidates = variant_candidates(variant, tuning["grid"], where)
+                else:
+                    listed = variant_candidates(variant, {}, where)
+                    if len(listed) > 1:
+                        raise ConfigError(
+                            f"config key {where}: option lists are candidates for tuning; "
+                            f"add a tuning section to tables.{tname}"
+                        )
+                    candidates = listed
+                records = []
+                for values, candidate, overrides in candidates:
+                    ids = []
+                    for i in range(seeds):
+                        spec = make_run_spec(
+                            config,
+                            datasets[dname],
+                            dname,
+                            candidate,
+                            detector,
+                            backbone,
+                            config["schedules"][sname],
+                            config.get("base_seed", 0) + i,
+                            # a dataset's own validation split wins over a carved one
+                            holdout=None if datasets[dname].get("val_split") else holdout,
+                            overrides=overrides,
+                        )
+                        runs.setdefault(spec["name"], spec)
+                        ids.append(spec["name"])
+                    records.append(
+                        {"values": values, "label": _candidate_label(values), "run_ids": ids}
                     )
-                    runs.setdefault(spec["name"], spec)
-                    ids.append(spec["name"])
                 rows.append(
                     {
                         "variant": vname,
@@ -535,13 +785,22 @@ def build_plan(config: Mapping[str, Any], check_roots: bool | None = None) -> di
                         "backbone": backbone,
                         "dataset": dname,
                         "schedule": sname,
-                        "run_ids": ids,
+                        "candidates": records,
+                        "run_ids": [] if tuning else records[0]["run_ids"],
                         "has_ground_truth": datasets[dname]["has_ground_truth"],
                         "paper": paper_reference(
                             table.get("paper_table"), vname, detector, backbone
                         ),
                     }
                 )
+            if tuning:
+                budgets = {(r["variant"], len(r["candidates"])) for r in rows}
+                if len({n for _, n in budgets}) > 1:
+                    raise ConfigError(
+                        f"config key tables.{tname}.tuning: every variant of a tuned table "
+                        "needs the same number of candidates (the same budget); got "
+                        + ", ".join(f"{v}: {n}" for v, n in sorted(budgets))
+                    )
         tables.append(
             {
                 "name": tname,
@@ -550,6 +809,7 @@ def build_plan(config: Mapping[str, Any], check_roots: bool | None = None) -> di
                 "baseline": table.get("baseline", "smooth_l1"),
                 "metrics": list(table.get("metrics", METRICS[:7])),
                 "seeds": seeds,
+                "tuning": copy.deepcopy(tuning),
                 "rows": rows,
             }
         )
@@ -566,6 +826,57 @@ def build_plan(config: Mapping[str, Any], check_roots: bool | None = None) -> di
 def evaluated_runs(plan: Mapping[str, Any]) -> list[str]:
     """Ids of the runs whose test split has ground truth (scored locally)."""
     return [rid for rid, spec in plan["runs"].items() if spec["data"]["has_ground_truth"]]
+
+
+def validated_runs(plan: Mapping[str, Any]) -> list[str]:
+    """Ids of the candidate runs of tuned tables: scored on their held-out validation split."""
+    return sorted(
+        {
+            rid
+            for table in plan["tables"]
+            if table.get("tuning")
+            for row in table["rows"]
+            for candidate in row["candidates"]
+            for rid in candidate["run_ids"]
+        }
+    )
+
+
+def select_candidates(
+    plan: Mapping[str, Any], validation_metrics: Callable[[str], Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The plan with each tuned row's candidate chosen on the validation split.
+
+    ``validation_metrics(run_id)`` returns a run's metrics on its held-out validation split
+    (``metrics_val.json``): this function sees nothing else of a run, in particular never
+    its test metrics. Per row, the candidate with the highest mean of the table's
+    ``tuning.metric`` over its seeds wins (ties: the first listed); the row's ``run_ids``
+    become the chosen candidate's and ``chosen`` records the index, the values and every
+    candidate's validation mean.
+    """
+    resolved = copy.deepcopy(dict(plan))
+    for table in resolved["tables"]:
+        tuning = table.get("tuning")
+        if not tuning:
+            continue
+        metric = tuning["metric"]
+        for row in table["rows"]:
+            means = []
+            for candidate in row["candidates"]:
+                values = [validation_metrics(rid).get(metric) for rid in candidate["run_ids"]]
+                values = [float(v) for v in values if v is not None]
+                means.append(sum(values) / len(values) if values else float("-inf"))
+            best = max(range(len(means)), key=lambda i: (means[i], -i))
+            row["run_ids"] = list(row["candidates"][best]["run_ids"])
+            row["chosen"] = {
+                "index": best,
+                "values": row["candidates"][best]["values"],
+                "label": row["candidates"][best]["label"],
+                "metric": metric,
+                "validation": means,
+            }
+    resolved["selected"] = True
+    return resolved
 
 
 # --------------------------------------------------------------------------- files

@@ -24,7 +24,8 @@ reads it) is a dict of flat tensors, the images one after another:
 
 On disk: about 28 bytes a candidate (e.g. ~150 MB for 5000 images of 1000 candidates).
 
-Workflow: every run with an IoU head and ground truth (:func:`rescored_runs`) gets
+Workflow: every run with an IoU head and ground truth on an engine that records candidates
+(:func:`rescored_runs`) gets
 ``results/runs/<run>/rescored/<method>/{predictions.json, run.yaml, metrics.json}``; the
 ``run.yaml`` is the run's config with ``model.scoring.method: <method>``, so that the
 metrics' provenance names the method; ``eiou tables`` puts them side by side
@@ -43,6 +44,7 @@ from eiou import schemas
 
 __all__ = [
     "CANDIDATES_VERSION",
+    "CANDIDATE_ENGINES",
     "RESCORED_DIR",
     "load_candidates",
     "pack_candidates",
@@ -57,6 +59,9 @@ __all__ = [
 
 #: Version of the candidates file's layout.
 CANDIDATES_VERSION = 1
+#: Engines (``model.engine``) whose detectors record candidates (see :mod:`eiou.engines`):
+#: the workflow rescores their IoU-head runs only.
+CANDIDATE_ENGINES: tuple[str, ...] = ("torchvision",)
 #: Folder of a run's rescored results: ``<run>/rescored/<method>/``.
 RESCORED_DIR = "rescored"
 
@@ -70,11 +75,14 @@ def scoring_methods() -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------- the plan
 def rescored_runs(plan: Mapping[str, Any]) -> list[str]:
-    """Ids of the plan's runs that are rescored: an IoU head and local ground truth."""
+    """Ids of the plan's runs that are rescored: an IoU head, local ground truth and an
+    engine of :data:`CANDIDATE_ENGINES`."""
     return [
         rid
         for rid, spec in plan["runs"].items()
-        if spec["model"]["iou_head"]["enabled"] and spec["data"]["has_ground_truth"]
+        if spec["model"]["iou_head"]["enabled"]
+        and spec["data"]["has_ground_truth"]
+        and spec["model"].get("engine", "torchvision") in CANDIDATE_ENGINES
     ]
 
 

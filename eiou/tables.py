@@ -146,6 +146,8 @@ def build_table(table: Mapping[str, Any], runs: pd.DataFrame) -> pd.DataFrame:
             "schedule": row["schedule"],
             "n_seeds": len(row["run_ids"]),
             "run_ids": " ".join(row["run_ids"]),
+            "chosen": (row.get("chosen") or {}).get("label", ""),
+            "n_candidates": len(row.get("candidates") or [None]),
             "has_ground_truth": bool(row.get("has_ground_truth", True)),
         }
         present = [rid for rid in row["run_ids"] if rid in by_id.index]
@@ -223,7 +225,8 @@ def _cells(
     header += [f"{metrics[0]} vs {table['baseline']}"]
     body = []
     for _, r in frame.iterrows():
-        cells = [str(r["row"]), str(r["label"]), r["detector"], r["backbone"], r["dataset"]]
+        label = str(r["label"]) + (f" [{r['chosen']}]" if r.get("chosen") else "")
+        cells = [str(r["row"]), label, r["detector"], r["backbone"], r["dataset"]]
         for m in metrics:
             mean = _fmt(r[m])
             if not mean:
@@ -252,10 +255,21 @@ def _legend(table: Mapping[str, Any]) -> str:
         if seeds >= 2
         else "One seed per row: no seed spread, so no claim that a difference is real."
     )
-    return (
+    text = (
         f"Cells: measured mean{' ± std' if seeds >= 2 else ''} over {seeds} seed(s), "
         f"then (paper, measured - paper). {spread}"
     )
+    tuning = table.get("tuning")
+    if tuning:
+        budget = max(len(r.get("candidates") or [None]) for r in table["rows"])
+        text += (
+            f" Tuned on equal terms: each variant chose [in brackets] among {budget} "
+            f"candidates by its mean {tuning['metric']} over seeds on a validation split "
+            f"holding {tuning['holdout_fraction']:g} of the training images (seed "
+            f"{tuning['holdout_seed']}), never the test split; every run of this table "
+            "trained on the rest, and the cells are the chosen candidate's test numbers."
+        )
+    return text
 
 
 def to_markdown(frame: pd.DataFrame, table: Mapping[str, Any], plan: Mapping[str, Any]) -> str:

@@ -104,6 +104,7 @@ RESUMABLE_CHANGES: tuple[str, ...] = (
     "spec_version",
     "data.root",
     "data.annotations",
+    "data.splits",
     "train.device",
     "train.num_workers",
     "train.checkpoint_period",

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from eiou.train import find_last_checkpoint, train
 
 #: Box-loss variants exercised for every detector.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -71,3 +78,64 @@ def state_dicts_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
     if a.keys() != b.keys():
         return sorted(set(a) ^ set(b))
     return [k for k in a if not torch.equal(a[k], b[k])]
+
+
+#: Trains a run config (argv 1, JSON) into a folder (argv 2) and SIGKILLs itself after the
+#: iteration given in argv 3.
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import torch
+    torch.set_num_threads(1)
+    from eiou.train import train
+    cfg, out, kill_at = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    def kill(iteration):
+        if iteration == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    train(cfg, out, progress=False, callbacks=[kill])
+    """
+)
+
+
+def read_train_log(path: Path, events: bool = False) -> list[dict]:
+    """The records of ``<path>/train_log.jsonl``: training steps, or (``events``) the others."""
+    records = [json.loads(x) for x in (path / "train_log.jsonl").read_text().splitlines()]
+    return [r for r in records if ("event" in r) == events]
+
+
+def check_kill_and_resume(cfg: dict, tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """Train ``cfg`` (7 iterations, a checkpoint every 2) killed after iteration 5 and
+    resumed; assert it ends bit-identical (weights and log) to an uninterrupted run with a
+    worker process, that the log records the resume, and that rerunning the finished run
+    rewrites the same weights. Returns the killed run's folder and the final weights."""
+    assert cfg["train"]["max_iter"] == 7 and cfg["train"]["checkpoint_period"] == 2
+    killed = tmp_path / "killed"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, json.dumps(cfg), str(killed), "5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert find_last_checkpoint(killed).name == "model_0000004.pth"
+    assert not (killed / "model_final.pth").exists()
+    assert [r["iteration"] for r in read_train_log(killed)] == [1, 2, 3, 4, 5]
+    train(cfg, killed, progress=False)  # the same call resumes
+
+    reference = tmp_path / "uninterrupted"
+    train({**cfg, "train": {**cfg["train"], "num_workers": 1}}, reference, progress=False)
+    final_a = torch.load(killed / "model_final.pth", weights_only=True)
+    final_b = torch.load(reference / "model_final.pth", weights_only=True)
+    assert state_dicts_equal(final_a["model"], final_b["model"]) == []
+    log_a, log_b = read_train_log(killed), read_train_log(reference)
+    assert [r["iteration"] for r in log_a] == list(range(1, 8))
+    for a, b in zip(log_a, log_b, strict=True):
+        a.pop("seconds_per_iteration"), b.pop("seconds_per_iteration")
+        assert a == b
+    assert [e["event"] for e in read_train_log(killed, events=True)] == ["resumed"]
+    # a finished run reruns as a no-op that rewrites the same final weights
+    train(cfg, killed, progress=False)
+    again = torch.load(killed / "model_final.pth", weights_only=True)
+    assert state_dicts_equal(again["model"], final_b["model"]) == []
+    return killed, final_b["model"]

@@ -17,6 +17,7 @@ from torchvision.ops import FrozenBatchNorm2d, box_iou
 
 import eiou
 from eiou import losses
+from eiou.calibration import CALIBRATED_WEIGHTS
 from eiou.data import build_dataset
 from eiou.engines.torchvision import (
     DETECTORS,
@@ -149,21 +150,22 @@ def test_roi_full_method_equals_core_loss_by_hand() -> None:
     (grad_ours,) = torch.autograd.grad(ours["loss_box_reg"], reg)
 
     pos = torch.where(labels > 0)[0]
-    # raw outputs / 10: the sqrt-area coder's default output scale for Faster R-CNN
-    offsets = reg.view(len(labels), K + 1, 4)[pos, labels[pos]] / 10.0
+    # raw outputs / sqrt(50): the sqrt-area output scale for Faster R-CNN, (10 * 10 * 5 * 5)^(1/4)
+    offsets = reg.view(len(labels), K + 1, 4)[pos, labels[pos]] / 50**0.5
+    weight = CALIBRATED_WEIGHTS[("faster_rcnn", "eiou power=2 sot coder=sqrt_area")]
     area = (proposals[pos, 2] - proposals[pos, 0]) * (proposals[pos, 3] - proposals[pos, 1])
     scale = area.sqrt()[:, None]
     pred_px = proposals[pos] + offsets * scale  # Algorithm 1: anchor + d * S
     core = losses.get("eiou", power=2, sot=True)
-    by_hand = 10.0 * core(pred_px / scale, gt[pos] / scale, reduction="sum") / len(labels)
+    by_hand = weight * core(pred_px / scale, gt[pos] / scale, reduction="sum") / len(labels)
     (grad_hand,) = torch.autograd.grad(by_hand, reg, retain_graph=True)
     torch.testing.assert_close(ours["loss_box_reg"], by_hand)
     torch.testing.assert_close(grad_ours, grad_hand)
-    # the value is the paper's Smooth-EIoU, frame-independent; the default weight is 10
-    value = 10.0 * ((1 - eiou.eiou(pred_px.detach(), gt[pos])) ** 2).sum() / len(labels)
+    # the value is the paper's Smooth-EIoU, frame-independent, times the calibrated weight
+    value = weight * ((1 - eiou.eiou(pred_px.detach(), gt[pos])) ** 2).sum() / len(labels)
     torch.testing.assert_close(ours["loss_box_reg"].detach(), value)
     # SOT scales the gradient by U_e in units of anchor area: compare with no SOT
-    plain = 10.0 * losses.get("eiou", power=2)(pred_px / scale, gt[pos] / scale, reduction="sum")
+    plain = weight * losses.get("eiou", power=2)(pred_px / scale, gt[pos] / scale, reduction="sum")
     (grad_plain,) = torch.autograd.grad(plain / len(labels), reg)
     union = eiou.extended_iou_parts(pred_px.detach(), gt[pos]).union / area
     torch.testing.assert_close(
@@ -226,7 +228,8 @@ def test_retinanet_iou_head_target_is_iou_of_decoded_prediction() -> None:
     p = torch.sigmoid(outputs["iou_logits"][0, fg])
     kl = torch.xlogy(q, q) - q * p.log() + torch.xlogy(1 - q, 1 - q) - (1 - q) * (1 - p).log()
     torch.testing.assert_close(ours["loss_iou"], kl.mean())
-    value = 2.0 * ((1 - eiou.eiou(pred, gt)) ** 2).mean()  # default RetinaNet weight 2
+    weight = CALIBRATED_WEIGHTS[("retinanet", "eiou power=2 sot coder=sqrt_area")]
+    value = weight * ((1 - eiou.eiou(pred, gt)) ** 2).mean()
     torch.testing.assert_close(ours["loss_box_reg"], value)
 
 
@@ -259,7 +262,7 @@ def test_roi_iou_head_negatives_target_their_top_class_box() -> None:
     labels_all, proposals_all = torch.cat(labels), torch.cat(proposals)
     assert torch.equal(rows, torch.where(labels_all == 0)[0])
     best = logits[rows, 1:].argmax(dim=1) + 1
-    offsets = reg.view(28, K + 1, 4)[rows, best] / 10.0  # the sqrt-area output scale
+    offsets = reg.view(28, K + 1, 4)[rows, best] / roi.box_regression.output_scale
     p = proposals_all[rows]
     scale = ((p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])).sqrt()[:, None]
     decoded = p + offsets * scale
@@ -271,7 +274,7 @@ def test_roi_iou_head_negatives_target_their_top_class_box() -> None:
 
     ours = roi.compute_losses(logits, reg, iou_logits, labels, proposals, matched, gt_boxes)
     pos = torch.where(labels_all > 0)[0]
-    reg_pos = reg.view(28, K + 1, 4)[pos, labels_all[pos]] / 10.0
+    reg_pos = reg.view(28, K + 1, 4)[pos, labels_all[pos]] / roi.box_regression.output_scale
     p = proposals_all[pos]
     scale = ((p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])).sqrt()[:, None]
     q_pos = box_iou(p + reg_pos * scale, torch.cat(matched)[pos]).diagonal().clamp(0, 1)
@@ -366,7 +369,7 @@ def test_inference_decodes_with_the_training_coder_and_scores_with_iou() -> None
     out = roi.predict_boxes(
         logits, offsets.view(1, -1), torch.tensor([[0.0]]), [proposal], [(100, 100)]
     )[0]
-    expected = proposal + offsets[0, 2] / 10.0 * (20 * 40) ** 0.5  # output scale 10
+    expected = proposal + offsets[0, 2] / 50**0.5 * (20 * 40) ** 0.5  # output scale sqrt(50)
     cls = torch.softmax(logits, -1)[0, 2]
     assert out["labels"].tolist()[0] == 2
     torch.testing.assert_close(out["boxes"][0], expected[0])
@@ -410,15 +413,17 @@ def test_scoring_without_iou_head_is_rejected() -> None:
 # --------------------------------------------------------------------------- settings
 def test_default_loss_weights_and_options() -> None:
     assert build_box_regression({"name": "smooth_l1"}, "faster_rcnn").weight == 1
-    assert build_box_regression({"name": "giou"}, "faster_rcnn").weight == 10
-    assert build_box_regression({"name": "giou"}, "retinanet").weight == 2
+    for stage in ("faster_rcnn", "retinanet"):  # calibrated (tests/test_calibration.py)
+        weight = CALIBRATED_WEIGHTS[(stage, "giou coder=standard")]
+        assert build_box_regression({"name": "giou"}, stage).weight == weight
     assert build_box_regression({"name": "giou", "weight": 3.5}, "retinanet").weight == 3.5
     reg = build_box_regression(
         {"name": "eiou", "power": 2, "sot": True, "gradient": "paper", "coder": "sqrt_area"},
         "faster_rcnn",
     )
     assert (reg.box_loss.power, reg.box_loss.sot, reg.box_loss.gradient) == (2, True, "paper")
-    assert reg.coder.name == "sqrt_area" and reg.output_scale.tolist() == [10.0] * 4
+    assert reg.coder.name == "sqrt_area"
+    assert reg.output_scale.tolist() == pytest.approx([50**0.5] * 4)
     assert build_box_regression({"name": "smooth_l1"}, "faster_rcnn").coder.weights == (
         10.0,
         10.0,
@@ -438,7 +443,8 @@ def test_rpn_keeps_smooth_l1_unless_configured() -> None:
     plain = build_detector(tiny_model_cfg("faster_rcnn"), K)
     assert type(plain.rpn) is RegionProposalNetwork
     model = build_detector(tiny_model_cfg("faster_rcnn", rpn_box_loss={"name": "giou"}), K)
-    assert isinstance(model.rpn, LossRPN) and model.rpn.box_regression.weight == 10
+    assert isinstance(model.rpn, LossRPN)
+    assert model.rpn.box_regression.weight == CALIBRATED_WEIGHTS[("rpn", "giou coder=standard")]
     model.train()
     images = [torch.rand(3, 64, 64)]
     targets = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 30.0]]), "labels": torch.tensor([1])}]
@@ -482,6 +488,23 @@ def test_paper_anchor_settings_for_resnet_backbones() -> None:
         assert not any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
         assert any(isinstance(m, torch.nn.GroupNorm) for m in model.backbone.modules())
         assert all(p.requires_grad for p in model.parameters())
+
+
+def test_retinanet_p6_from_c5_as_detectron_or_from_p5() -> None:
+    """``retinanet_p6: c5`` (Detectron, the paper) convolves C5 into P6; ``p5`` and the
+    default (torchvision's) convolve P5. Checked by replacing C5 and watching P6 change."""
+    base = {"detector": "retinanet", "backbone": "resnet50", "weights": "none",
+            "min_size": 128, "max_size": 128, "box_loss": {"name": "giou"}}  # fmt: skip
+    for p6, channels in ((None, 256), ("p5", 256), ("c5", 2048)):
+        model = build_detector({**base, "retinanet_p6": p6}, K)
+        block = model.backbone.fpn.extra_blocks
+        assert block.p6.in_channels == channels, p6
+        torch.manual_seed(0)
+        p = [torch.rand(1, 256, 4, 4)]
+        c5 = torch.rand(1, 2048, 4, 4)
+        out, _ = block(list(p), [c5], ["p5"])
+        again, _ = block(list(p), [c5 + 1], ["p5"])
+        assert torch.equal(out[-2], again[-2]) == (p6 != "c5"), p6  # P6 reads C5 only for c5
 
 
 def test_tiny_pyramids_keep_the_paper_anchor_to_stride_ratios() -> None:

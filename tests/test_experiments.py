@@ -360,3 +360,26 @@ def test_paper_preset_follows_section_v_a():
     assert {s["warmup_iters"] for s in s.values()} == {500}  # Detectron: linear over 500
     assert {round(s["warmup_factor"], 4) for s in s.values()} == {0.3333}  # from lr / 3
     assert config["resources"]["train"]["gpu"] == 8
+
+
+def test_paper_preset_runs_detectron2_and_the_overlay_torchvision():
+    """config/paper.yaml: the detectron2 engine with Detectron's settings; the overlay
+    config/engines/torchvision.yaml (merged as Snakemake merges --configfile files) moves
+    every run to torchvision with the settings torchvision allows aligned."""
+    from snakemake.utils import update_config
+
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    plan = build_plan(validate_config(paper), check_roots=False)
+    assert {s["model"]["engine"] for s in plan["runs"].values()} == {"detectron2"}
+    assert {s["model"]["retinanet_p6"] for s in plan["runs"].values()} == {"c5"}
+    update_config(paper, yaml.safe_load((ROOT / "config/engines/torchvision.yaml").read_text()))
+    overlaid = build_plan(validate_config(paper), check_roots=False)
+    assert overlaid["preset"] == "paper_torchvision" and len(overlaid["runs"]) == len(plan["runs"])
+    specs = overlaid["runs"].values()
+    assert {s["model"]["engine"] for s in specs} == {"torchvision"}
+    assert {s["model"]["retinanet_p6"] for s in specs} == {"c5"}
+    smooth = [s for s in specs if s["model"]["box_loss"]["name"] == "smooth_l1"]
+    assert smooth and all(s["model"]["box_loss"]["beta"] == 1.0 for s in smooth)
+    for spec in specs:  # everything else as the paper preset
+        assert spec["train"]["warmup_factor"] == pytest.approx(1 / 3)
+        assert spec["train"]["num_workers"] == 4 and spec["model"]["weights"] == "imagenet"

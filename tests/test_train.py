@@ -6,13 +6,19 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from engine_helpers import data_config, run_config, state_dicts_equal
+from engine_helpers import (
+    KILL_SCRIPT,
+    check_kill_and_resume,
+    data_config,
+    read_train_log,
+    run_config,
+    state_dicts_equal,
+)
 
 from eiou import losses
 from eiou.config import RunConfigError, defaults, load_run_config
@@ -138,66 +144,17 @@ def test_sampler_stream_is_resumable_and_split_across_ranks() -> None:
 
 
 # --------------------------------------------------------------------------- resume
-KILL_SCRIPT = textwrap.dedent(
-    """
-    import json, os, signal, sys
-    import torch
-    torch.set_num_threads(1)
-    from eiou.train import train
-    cfg, out, kill_at = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    def kill(iteration):
-        if iteration == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-    train(cfg, out, progress=False, callbacks=[kill])
-    """
-)
-
-
-def _log(path: Path, events: bool = False) -> list[dict]:
-    """The records of ``train_log.jsonl``: training steps, or (``events``) the others."""
-    records = [json.loads(x) for x in (path / "train_log.jsonl").read_text().splitlines()]
-    return [r for r in records if ("event" in r) == events]
-
-
 def test_killed_and_resumed_run_is_bit_identical(shapes: dict, tmp_path) -> None:
     cfg = run_config(shapes, "faster_rcnn", "full", max_iter=7, checkpoint_period=2)
-    killed = tmp_path / "killed"
-    proc = subprocess.run(
-        [sys.executable, "-c", KILL_SCRIPT, json.dumps(cfg), str(killed), "5"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == -9, proc.stderr[-2000:]
-    assert find_last_checkpoint(killed).name == "model_0000004.pth"
-    assert not (killed / "model_final.pth").exists()
-    assert [r["iteration"] for r in _log(killed)] == [1, 2, 3, 4, 5]
-    train(cfg, killed, progress=False)  # the same call resumes
-
-    reference = tmp_path / "uninterrupted"
-    train({**cfg, "train": {**cfg["train"], "num_workers": 1}}, reference, progress=False)
-    final_a = torch.load(killed / "model_final.pth", weights_only=True)
-    final_b = torch.load(reference / "model_final.pth", weights_only=True)
-    assert state_dicts_equal(final_a["model"], final_b["model"]) == []
-    log_a, log_b = _log(killed), _log(reference)
-    assert [r["iteration"] for r in log_a] == list(range(1, 8))
-    for a, b in zip(log_a, log_b, strict=True):
-        a.pop("seconds_per_iteration"), b.pop("seconds_per_iteration")
-        assert a == b
-    assert [e["event"] for e in _log(killed, events=True)] == ["resumed"]
-    # a finished run reruns as a no-op that rewrites the same final weights
-    train(cfg, killed, progress=False)
-    again = torch.load(killed / "model_final.pth", weights_only=True)
-    assert state_dicts_equal(again["model"], final_b["model"]) == []
+    killed, final = check_kill_and_resume(cfg, tmp_path)
     # removing the final model (snakemake -R train) retrains from scratch, not from the end
     (killed / "model_final.pth").unlink()
     calls: list[int] = []
     train(cfg, killed, progress=False, callbacks=[calls.append])
     assert calls == list(range(1, 8))
-    assert [e["event"] for e in _log(killed, events=True)] == ["restarted"]
+    assert [e["event"] for e in read_train_log(killed, events=True)] == ["restarted"]
     again = torch.load(killed / "model_final.pth", weights_only=True)
-    assert state_dicts_equal(again["model"], final_b["model"]) == []
+    assert state_dicts_equal(again["model"], final) == []
 
 
 def test_resume_across_a_code_change_is_logged(shapes: dict, tmp_path, monkeypatch) -> None:
@@ -214,7 +171,7 @@ def test_resume_across_a_code_change_is_logged(shapes: dict, tmp_path, monkeypat
     assert stop.returncode == -9, stop.stderr[-2000:]
     monkeypatch.setattr(train_module, "code_digest", lambda: "0123456789abcdef")
     train(cfg, tmp_path, progress=False)
-    (event,) = _log(tmp_path, events=True)
+    (event,) = read_train_log(tmp_path, events=True)
     assert event["event"] == "resumed" and event["code_changed"] is True
     assert event["code_now"] == "0123456789abcdef" and event["iteration"] == 2
 
@@ -243,6 +200,7 @@ def test_nan_loss_stops_with_iteration_and_term(shapes: dict, tmp_path) -> None:
     _NaNAfterCalls.calls = 0
     cfg = run_config(shapes, "retinanet", "giou", max_iter=6, checkpoint_period=2)
     cfg["model"]["box_loss"]["name"] = f"{__name__}._NaNAfterCalls"  # a user's loss by path
+    cfg["model"]["box_loss"]["weight"] = 1.0  # no calibration: it would call the loss too
     with pytest.raises(NonFiniteLossError, match=r"iteration 3 \(loss_box_reg=nan\)") as err:
         train(cfg, tmp_path, progress=False)
     assert "model_0000002.pth" in str(err.value)
@@ -281,7 +239,7 @@ def test_amp_option_trains_on_cpu(shapes: dict, tmp_path) -> None:
     cfg = run_config(shapes, "faster_rcnn", "full", max_iter=2, amp=True)
     final = torch.load(train(cfg, tmp_path, progress=False), weights_only=True)
     assert all(v.dtype != torch.bfloat16 for v in final["model"].values())
-    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in _log(tmp_path))
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in read_train_log(tmp_path))
 
 
 # --------------------------------------------------------------------------- DDP
@@ -305,7 +263,7 @@ def test_torchrun_two_processes_on_cpu(shapes: dict, tmp_path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("wrote ") == 1  # rank 0 only
-    records = _log(out)
+    records = read_train_log(out)
     assert [r["iteration"] for r in records] == [1, 2, 3]
     warmup = lr_factor(2, load_run_config(cfg)["train"])
     assert records[-1]["lr"] == pytest.approx(cfg["train"]["base_lr"] * warmup)

@@ -19,6 +19,7 @@ VERBS: tuple[str, ...] = (
     "predict",
     "rescore",
     "evaluate",
+    "select",
     "tables",
     "figures",
     "report",

@@ -12,7 +12,18 @@ HELP = "evaluate COCO-format predictions against ground truth (AP, AP90, recall 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gt", type=Path, required=True, help="ground truth COCO JSON")
+    parser.add_argument(
+        "--gt",
+        type=Path,
+        default=None,
+        help="ground truth COCO JSON (default: the --split of --run-config's data)",
+    )
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="with --run-config and no --gt: the split whose ground truth to use (test, or "
+        "val: the held-out part of the training data)",
+    )
     parser.add_argument(
         "--predictions",
         type=Path,
@@ -37,6 +48,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _ground_truth(args: argparse.Namespace, run_config: dict) -> object:
+    """The --gt file, or the COCO ground truth of --split of the run's data section."""
+    if args.gt is not None:
+        return args.gt
+    if "data" not in run_config:
+        raise ValueError("give --gt, or --run-config with a data section (and --split)")
+    from eiou.data import build_dataset
+
+    return build_dataset(run_config["data"], args.split, train=False).coco
+
+
 def run(args: argparse.Namespace) -> int:
     run_config = {}
     if args.run_config is not None:
@@ -45,12 +67,15 @@ def run(args: argparse.Namespace) -> int:
         with open(args.run_config, encoding="utf-8") as handle:
             run_config = yaml.safe_load(handle) or {}
     try:
-        metrics = evaluate.evaluate_predictions(args.gt, args.predictions, backend=args.backend)
+        gt = _ground_truth(args, run_config)
+        metrics = evaluate.evaluate_predictions(gt, args.predictions, backend=args.backend)
     except (OSError, ValueError, ImportError) as err:
         print(f"eiou evaluate: {err}", file=sys.stderr)
         return 2
     record = evaluate.provenance(
-        run_config, ground_truth=str(args.gt), predictions=str(args.predictions)
+        run_config,
+        ground_truth=str(args.gt) if args.gt is not None else f"split {args.split}",
+        predictions=str(args.predictions),
     )
     evaluate.write_metrics(args.output, metrics, record)
     shown = ("AP", "AP50", "AP75", "AP90", "APs", "APm", "APl", "AR100")

@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from eiou.config import RunConfigError
+    from eiou.engines import EngineUnavailableError
     from eiou.predict import predict
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             candidates=args.candidates,
         )
-    except (RunConfigError, FileNotFoundError) as err:
+    except (RunConfigError, FileNotFoundError, EngineUnavailableError) as err:
         raise SystemExit(f"eiou predict: {err}") from None
     print(f"wrote {len(results)} detections to {args.output}")
     if args.candidates is not None:

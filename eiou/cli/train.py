@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from eiou.config import RunConfigError
-    from eiou.engines.torchvision import WeightsUnavailableError
+    from eiou.data import DatasetError
+    from eiou.engines import EngineUnavailableError, WeightsUnavailableError
     from eiou.train import NonFiniteLossError, train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -37,7 +38,13 @@ def run(args: argparse.Namespace) -> int:
         final = train(
             args.config, args.output_dir, resume=args.resume, progress=not args.no_progress
         )
-    except (RunConfigError, WeightsUnavailableError, NonFiniteLossError) as err:
+    except (
+        RunConfigError,
+        DatasetError,
+        WeightsUnavailableError,
+        EngineUnavailableError,
+        NonFiniteLossError,
+    ) as err:
         raise SystemExit(f"eiou train: {err}") from None
     if os.environ.get("RANK", "0") == "0":
         print(f"wrote {final}")

@@ -13,11 +13,23 @@ Labels. Category ids (any integers) are mapped to contiguous labels ``1..K`` in 
 order; label 0 is the background. ``iscrowd`` annotations (COCO crowds, VOC ``difficult``
 objects) are never training targets; the evaluation treats them as ignore regions.
 
+Pixels (:func:`read_image_rgb`). Every image is read as 8-bit RGB **in its stored
+orientation**: an EXIF orientation tag is ignored, so boxes, ``width`` and ``height`` refer to
+the pixel grid as stored in the file (what PIL, pycocotools and most VOC tools report).
+Grayscale is replicated to three channels, palette images are expanded, an alpha channel is
+dropped (the colour values are kept as stored). 16-bit and float images are refused with a
+message naming the file (convert them to 8-bit first). :mod:`eiou.data.validate` names images
+whose annotated size is their EXIF-rotated size, i.e. annotated in the displayed orientation.
+
 COCO 2017 layout under ``root``::
 
     annotations/instances_train2017.json   train2017/*.jpg
     annotations/instances_val2017.json     val2017/*.jpg
     annotations/image_info_test-dev2017.json   test2017/*.jpg   (no ground truth)
+
+Any other COCO-format dataset: each split is an annotation file and an image folder
+(``file_name`` relative to it). :func:`prepare_custom_coco` writes the normalised copy
+(:func:`normalize_coco`) that training and evaluation read.
 """
 
 from __future__ import annotations
@@ -39,10 +51,11 @@ from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
-from eiou.io import atomic_open
+from eiou.io import atomic_open, write_text
 
 __all__ = [
     "COCO_SPLITS",
+    "EXIF_ORIENTATION",
     "CocoDetection",
     "DatasetError",
     "LoadStats",
@@ -50,7 +63,11 @@ __all__ = [
     "image_paths_for",
     "load_coco",
     "merge_coco",
+    "normalize_coco",
+    "pixel_mode_problem",
     "prepare_coco",
+    "prepare_custom_coco",
+    "read_image_rgb",
     "read_json",
 ]
 
@@ -67,6 +84,35 @@ COCO_SPLITS: dict[str, tuple[str, str]] = {
 
 class DatasetError(ValueError):
     """A dataset is missing, unreadable or inconsistent; the message names the files."""
+
+
+#: The EXIF tag holding the orientation (1 = as stored; 5..8 = displayed transposed).
+EXIF_ORIENTATION = 0x0112
+#: PIL modes with more than 8 bits a channel: reading them as RGB would clip.
+_HIGH_BIT_DEPTH_MODES = ("I", "F")
+
+
+def pixel_mode_problem(mode: str) -> str | None:
+    """Why PIL mode ``mode`` cannot be read as 8-bit RGB, or None when it can."""
+    if mode.split(";")[0] in _HIGH_BIT_DEPTH_MODES:
+        return (
+            f"its pixels are {mode!r} (more than 8 bits a channel), which eiou does not rescale; "
+            "convert it to 8-bit RGB or grayscale"
+        )
+    return None
+
+
+def read_image_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """The image of ``path`` as an 8-bit RGB PIL image in its stored orientation (see the
+    module docstring); anything unreadable raises :class:`DatasetError` naming the file."""
+    try:
+        with Image.open(path) as img:
+            problem = pixel_mode_problem(img.mode)
+            if problem is None:
+                return img.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DatasetError(f"cannot read image {path}: {err}") from err
+    raise DatasetError(f"cannot read image {path}: {problem}")
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -163,6 +209,130 @@ def prepare_coco(
             read_json(ann)  # fail early on a broken file
             with open(ann, "rb") as src, atomic_open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
+        written.append(target)
+    return written
+
+
+def _image_size(path: Path, where: str) -> tuple[int, int]:
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, ValueError) as err:
+        raise DatasetError(
+            f"{where}: no width/height, and image {path} cannot be read: {err}"
+        ) from err
+
+
+def normalize_coco(
+    data: Mapping[str, Any],
+    source: str | os.PathLike[str],
+    image_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """A copy of a hand-made COCO dict with what the loader and pycocotools need filled in.
+
+    Fills, where missing: an image's ``width`` / ``height`` (read from the file under
+    ``image_dir``, as stored), an annotation's ``id`` (after the largest given one),
+    ``iscrowd`` (0) and ``area`` (``w * h``, the box area) and a category's ``name`` (its id).
+    Ids of images and categories may be any integers. What cannot be filled (an image without
+    ``id`` or ``file_name``, an annotation without ``image_id``, ``category_id`` or four-number
+    ``bbox``, an id given twice) raises :class:`DatasetError` naming ``source`` and the record.
+    The box checks are :mod:`eiou.data.validate`'s.
+    """
+    out = copy.deepcopy(dict(data))
+    images, annotations = out.get("images"), out.get("annotations", [])
+    categories = out.get("categories")
+    if not isinstance(images, list) or not isinstance(categories, list):
+        raise DatasetError(f"{source} is not COCO JSON (needs 'images' and 'categories' lists)")
+    if not isinstance(annotations, list):
+        raise DatasetError(f"{source}: 'annotations' is not a list")
+    filled: list[str] = []
+
+    def need_int(record: Mapping[str, Any], key: str, where: str) -> int:
+        value = record.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DatasetError(f"{source}: {where} has no integer {key!r} (got {value!r})")
+        return value
+
+    seen: set[int] = set()
+    for i, image in enumerate(images):
+        image_id = need_int(image, "id", f"images[{i}]")
+        if image_id in seen:
+            raise DatasetError(f"{source}: image id {image_id} is given twice")
+        seen.add(image_id)
+        if not image.get("file_name"):
+            raise DatasetError(f"{source}: image {image_id} has no 'file_name'")
+        if not (image.get("width") and image.get("height")):
+            if image_dir is None:
+                raise DatasetError(f"{source}: image {image_id} has no width/height")
+            where = f"{source}: image {image_id}"
+            image["width"], image["height"] = _image_size(
+                Path(image_dir) / image["file_name"], where
+            )
+            filled.append("width/height")
+    cat_ids: set[int] = set()
+    for i, category in enumerate(categories):
+        cat_id = need_int(category, "id", f"categories[{i}]")
+        if cat_id in cat_ids:
+            raise DatasetError(f"{source}: category id {cat_id} is given twice")
+        cat_ids.add(cat_id)
+        if not category.get("name"):
+            category["name"] = str(cat_id)
+            filled.append("category name")
+    given = [a["id"] for a in annotations if isinstance(a.get("id"), int)]
+    if len(set(given)) != len(given):
+        raise DatasetError(f"{source}: an annotation id is given twice")
+    next_id = max(given, default=0) + 1
+    for i, ann in enumerate(annotations):
+        where = f"annotations[{i}]"
+        need_int(ann, "image_id", where)
+        need_int(ann, "category_id", where)
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4):
+            raise DatasetError(f"{source}: {where} has no bbox [x, y, w, h] (got {bbox!r})")
+        if not isinstance(ann.get("id"), int):
+            ann["id"], next_id = next_id, next_id + 1
+            filled.append("annotation id")
+        if "iscrowd" not in ann:
+            ann["iscrowd"] = 0
+            filled.append("iscrowd")
+        if "area" not in ann:
+            try:
+                ann["area"] = float(bbox[2]) * float(bbox[3])
+            except (TypeError, ValueError):
+                ann["area"] = 0.0  # validation names the bad box
+            filled.append("area")
+    if filled:
+        info = dict(out.get("info") or {})
+        info["filled_by_eiou"] = sorted(set(filled))
+        out["info"] = info
+    return out
+
+
+def prepare_custom_coco(
+    out_dir: str | os.PathLike[str],
+    splits: Mapping[str, tuple[str | os.PathLike[str], str | os.PathLike[str]]],
+) -> list[Path]:
+    """Write ``out_dir/<split>.json``, the :func:`normalize_coco` copy of each split's
+    annotation file (``splits``: split name -> (annotation file, image folder)).
+
+    The copy freezes the ground truth that evaluation reads; it is written atomically and
+    only when its content changes.
+    """
+    missing = []
+    for ann_file, image_dir in splits.values():
+        if not Path(ann_file).is_file():
+            missing.append(f"annotation file {ann_file}")
+        if not Path(image_dir).is_dir():
+            missing.append(f"image folder {image_dir}")
+    if missing:
+        raise DatasetError("COCO dataset incomplete, missing:\n  " + "\n  ".join(missing))
+    written = []
+    for split, (ann_file, image_dir) in splits.items():
+        data = normalize_coco(read_json(ann_file), ann_file, image_dir)
+        text = json.dumps(data, separators=(",", ":"))
+        target = Path(out_dir) / f"{split}.json"
+        if not (target.is_file() and target.read_text(encoding="utf-8") == text):
+            write_text(target, text)
         written.append(target)
     return written
 
@@ -269,11 +439,7 @@ class CocoDetection(Dataset):
     def load_image(self, image_id: int) -> torch.Tensor:
         """The image as float32 ``(3, H, W)`` in ``[0, 1]``."""
         path = self.image_paths[image_id]
-        try:
-            with Image.open(path) as img:
-                rgb = img.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise DatasetError(f"cannot read image {path}: {err}") from err
+        rgb = read_image_rgb(path)
         info = self.coco.imgs[image_id]
         if rgb.size != (info["width"], info["height"]):
             raise DatasetError(

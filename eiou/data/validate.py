@@ -1,13 +1,16 @@
 """Check a dataset before training: fail at once with every problem listed, never hours in.
 
 Errors (collected, then raised together as one :class:`~eiou.data.coco.DatasetError`):
-missing image files or folders, images PIL cannot read or decode, image sizes that differ from
-the annotation, duplicate image ids, annotations of unknown images or categories,
-non-numeric boxes, inverted boxes (negative width or height) and boxes far outside the image.
+missing image files or folders, images PIL cannot read or decode, 16-bit or float images,
+image sizes that differ from the annotation (an EXIF-rotated image annotated in its displayed
+orientation is named as such), duplicate image ids, annotations of unknown images or
+categories, non-numeric boxes, inverted boxes (negative width or height) and boxes far outside
+the image.
 
 Skipped or repaired and counted (in the returned :class:`ValidationReport`): images without
 any non-crowd box (skipped in training), boxes slightly outside the image (clipped by the
-loader), zero-size boxes (dropped), crowd / difficult boxes (ignore regions).
+loader), zero-size boxes (dropped), crowd / difficult boxes (ignore regions), and images
+with an EXIF orientation tag (read as stored, the tag ignored: see :mod:`eiou.data.coco`).
 
 "Slightly outside" means by at most ``outside_tolerance`` times the image side, and at least
 2 pixels; beyond that the annotation is taken to be wrong.
@@ -26,7 +29,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from eiou.data.coco import DatasetError
+from eiou.data.coco import EXIF_ORIENTATION, DatasetError, pixel_mode_problem
 
 __all__ = ["ValidationReport", "validate_coco", "validate_dataset"]
 
@@ -48,6 +51,7 @@ class ValidationReport:
     empty_images: int = 0
     clipped_boxes: int = 0
     degenerate_boxes: int = 0
+    exif_oriented_images: int = 0
     images_decoded: bool = False
     errors: list[str] = field(default_factory=list)
 
@@ -58,28 +62,40 @@ class ValidationReport:
         """The sum of two reports (names joined)."""
         out = ValidationReport(name=" + ".join(n for n in (self.name, other.name) if n))
         for key in ("images", "annotations", "crowd_annotations", "empty_images",
-                    "clipped_boxes", "degenerate_boxes"):  # fmt: skip
+                    "clipped_boxes", "degenerate_boxes", "exif_oriented_images"):  # fmt: skip
             setattr(out, key, getattr(self, key) + getattr(other, key))
         out.images_decoded = self.images_decoded and other.images_decoded
         out.errors = self.errors + other.errors
         return out
 
 
-def _check_image(path: Path, width: int, height: int, decode: bool) -> str | None:
+def _check_image(path: Path, width: int, height: int, decode: bool) -> tuple[str | None, bool]:
+    """``(problem or None, whether the image has an EXIF orientation other than 1)``."""
     if not path.is_file():
-        return f"missing image file: {path}"
+        return f"missing image file: {path}", False
     try:
         with Image.open(path) as img:
-            size = img.size
+            size, mode = img.size, img.mode
+            orientation = int(img.getexif().get(EXIF_ORIENTATION, 1) or 1)
             if decode:
                 img.load()
             else:
                 img.verify()
     except Exception as err:  # PIL raises many types for broken files
-        return f"unreadable image {path}: {type(err).__name__}: {err}"
+        return f"unreadable image {path}: {type(err).__name__}: {err}", False
+    oriented = orientation != 1
+    if (problem := pixel_mode_problem(mode)) is not None:
+        return f"unusable image {path}: {problem}", oriented
     if size != (width, height):
-        return f"image {path} is {size[0]}x{size[1]}, annotation says {width}x{height}"
-    return None
+        message = f"image {path} is {size[0]}x{size[1]}, annotation says {width}x{height}"
+        if orientation in (5, 6, 7, 8) and size == (height, width):
+            message += (
+                f" (its EXIF orientation {orientation} displays it rotated: the annotation is "
+                "of the displayed image, but eiou reads pixels as stored; save the image "
+                "rotated, e.g. with PIL.ImageOps.exif_transpose, so both agree)"
+            )
+        return message, oriented
+    return None, oriented
 
 
 def validate_coco(
@@ -130,9 +146,10 @@ def validate_coco(
             jobs.append((Path(path), int(image["width"]), int(image["height"])))
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for problem in pool.map(lambda job: _check_image(*job, decode), jobs):
+            for problem, oriented in pool.map(lambda job: _check_image(*job, decode), jobs):
                 if problem:
                     errors.append(problem)
+                report.exif_oriented_images += int(oriented)
 
     usable: dict[int, int] = dict.fromkeys(by_id, 0)
     for ann in data.get("annotations", []):
@@ -231,4 +248,11 @@ def validate_dataset(
         raise DatasetError(_format_errors(str(split), errors or ["no splits"]))
     total.errors = []
     log.info("dataset %s validated: %s", total.name, total.as_dict())
+    if total.exif_oriented_images:
+        log.warning(
+            "%d images of %s carry an EXIF orientation tag: eiou reads them as stored (tag "
+            "ignored), so their boxes must be in the stored orientation",
+            total.exif_oriented_images,
+            total.name,
+        )
     return total

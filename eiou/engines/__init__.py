@@ -13,11 +13,17 @@ these:
   :func:`eiou.scoring.record_candidates` the dict also holds ``"candidates"`` (what
   ``select_detections`` returned under that key) with ``"scale"`` added: the ``(4,)``
   factors ``(sx, sy, sx, sy)`` that map those boxes to the input image's pixels
-  (:mod:`eiou.rescoring`);
-- ``check_weights(model_cfg)``: raise before any data is read when the pretrained weights
-  the config asks for are not on this machine.
+  (:mod:`eiou.rescoring`; :data:`eiou.rescoring.CANDIDATE_ENGINES` lists the engines that
+  do this);
+- ``check_weights(backbone, weights)``: raise :class:`WeightsUnavailableError` before any
+  data is read when the pretrained weights the config asks for are not on this machine, and
+  :class:`EngineUnavailableError` when the engine's framework is not installed.
 
-``model.engine`` in a run config picks the engine (:data:`ENGINES`).
+``model.engine`` in a run config picks the engine (:data:`ENGINES`): ``torchvision`` (always
+installed) or ``detectron2`` (optional; see :mod:`eiou.engines.detectron2`). Both build a
+stage's box loss and coder with :func:`eiou.engines.torchvision.box_regression.build_box_regression`
+(it imports nothing from torchvision) and read anchors, norms, the IoU head and scoring from
+the config with :mod:`eiou.engines.settings`.
 """
 
 from __future__ import annotations
@@ -27,12 +33,29 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-__all__ = ["ENGINES", "build_detector", "check_weights", "engine_module"]
+__all__ = [
+    "ENGINES",
+    "EngineUnavailableError",
+    "WeightsUnavailableError",
+    "build_detector",
+    "check_weights",
+    "engine_module",
+]
 
 #: Engine name -> module holding its ``build_detector`` / ``check_weights``.
 ENGINES: dict[str, str] = {
     "torchvision": "eiou.engines.torchvision",
+    "detectron2": "eiou.engines.detectron2",
 }
+
+
+class WeightsUnavailableError(FileNotFoundError):
+    """Requested backbone weights are not on this machine; the message says what to provide."""
+
+
+class EngineUnavailableError(ImportError):
+    """The framework of the engine asked for is not installed; the message says how to
+    install it."""
 
 
 def engine_module(name: str) -> ModuleType:
@@ -52,6 +75,7 @@ def build_detector(
 
 
 def check_weights(model_cfg: Mapping[str, Any]) -> None:
-    """Raise the engine's ``WeightsUnavailableError`` when the weights asked for are absent."""
+    """Raise :class:`EngineUnavailableError` when the engine's framework is missing and
+    :class:`WeightsUnavailableError` when the weights asked for are absent."""
     module = engine_module(model_cfg.get("engine", "torchvision"))
     module.check_weights(model_cfg["backbone"], model_cfg["weights"])

@@ -78,8 +78,11 @@ def _validators(name: str) -> tuple[Any, Any]:
     """(checking validator, default-filling validator) of schema ``name``."""
     from jsonschema import validators
 
-    schema = _documents()[name]
+    file, _, definition = name.partition("#")
+    schema = _documents()[file]
     base = validators.validator_for(schema)
+    if definition:  # one definition of the file, resolved against the file's $id
+        schema = {"$ref": schema["$id"] + "#/$defs/" + definition}
 
     def set_defaults(validator, properties, instance, subschema):  # type: ignore[no-untyped-def]
         if isinstance(instance, dict):
@@ -152,7 +155,9 @@ def _deepest(error: Any) -> Any:
 def validate(
     document: Mapping[str, Any], schema: str, *, where: str = "config", prefix: str = ""
 ) -> dict[str, Any]:
-    """``document`` checked against schema ``schema``, with every default filled in.
+    """``document`` checked against schema ``schema`` (``"run"``, ``"preset"``, or
+    ``"definitions#<name>"`` for one shared definition), with every default filled in;
+    ``prefix`` is prepended to the key paths of the messages.
 
     Raises:
         SchemaError: ``invalid <where>:`` then one line per problem (at most 8), each

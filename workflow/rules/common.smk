@@ -11,9 +11,17 @@ from snakemake.exceptions import WorkflowError
 from eiou import evaluate, experiments, figures, tables
 
 # The preset is checked against the package's schema (eiou/schemas/preset.schema.yaml),
-# which also fills in the defaults; an error names the offending key.
+# which also fills in the defaults; an error names the offending key. Relative dataset
+# paths resolve against the preset file's folder.
 try:
-    config.update(experiments.validate_config(config))
+    config.update(
+        experiments.validate_config(
+            config,
+            base_dir=experiments.preset_folder(
+                workflow.configfiles, f"{workflow.basedir}/config"
+            ),
+        )
+    )
 except experiments.ConfigError as err:
     raise WorkflowError(str(err)) from None
 
@@ -40,6 +48,7 @@ EIOU = "python -m eiou.cli"
 
 RUNS = PLAN["runs"]
 EVALUATED = experiments.evaluated_runs(PLAN)
+VALIDATED = experiments.validated_runs(PLAN)
 SERVER_SCORED = [rid for rid in RUNS if rid not in EVALUATED]
 DATASETS = PLAN["datasets"]
 TOY = config["toy"]["enabled"]
@@ -55,6 +64,7 @@ localrules:
     all,
     plan,
     run_spec,
+    select,
     server_results,
 
 

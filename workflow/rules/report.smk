@@ -4,7 +4,7 @@
 
 rule report:
     input:
-        plan="results/plan.json",
+        plan="results/plan_selected.json",
         tables=TABLE_FILES,
         figures=FIGURE_FILES,
         toy_figures=TOY_FIGURES,

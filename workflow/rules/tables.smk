@@ -3,7 +3,7 @@
 
 rule tables:
     input:
-        plan="results/plan.json",
+        plan="results/plan_selected.json",
         metrics=expand("results/runs/{run}/metrics.json", run=EVALUATED),
         rescored=RESCORED_METRICS,
     output:
@@ -35,7 +35,7 @@ rule tables:
 
 rule figures:
     input:
-        plan="results/plan.json",
+        plan="results/plan_selected.json",
         runs="results/tables/runs.csv",
         train_logs=expand("results/runs/{run}/train_log.jsonl", run=RUNS),
     output:

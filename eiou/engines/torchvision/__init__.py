@@ -12,18 +12,13 @@ from eiou.engines.torchvision.backbones import (
     build_backbone,
     check_weights,
 )
-from eiou.engines.torchvision.box_regression import (
-    DEFAULT_LOSS_WEIGHTS,
-    BoxRegression,
-    build_box_regression,
-)
+from eiou.engines.torchvision.box_regression import BoxRegression, build_box_regression
 from eiou.engines.torchvision.build import DETECTORS, build_detector
 from eiou.engines.torchvision.faster_rcnn import IoURoIHeads, LossRPN
 from eiou.engines.torchvision.retinanet import IoURetinaNet
 
 __all__ = [
     "BACKBONES",
-    "DEFAULT_LOSS_WEIGHTS",
     "DETECTORS",
     "BoxRegression",
     "IoURetinaNet",

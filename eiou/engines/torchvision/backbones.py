@@ -30,6 +30,9 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet
 from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
+from eiou.engines import WeightsUnavailableError
+from eiou.engines.settings import NORMS, backbone_norm, trainable_stages
+
 __all__ = [
     "BACKBONES",
     "NORMS",
@@ -47,11 +50,6 @@ BACKBONES: dict[str, tuple[str, str] | None] = {
     "resnext101_64x4d": ("ResNeXt101_64X4D_Weights", "IMAGENET1K_V1"),
     "tiny": None,
 }
-NORMS = ("frozen_bn", "bn", "gn")
-
-
-class WeightsUnavailableError(FileNotFoundError):
-    """Requested backbone weights are not on this machine; the message says what to provide."""
 
 
 def _group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
@@ -192,14 +190,8 @@ def build_backbone(
     if load_weights:
         check_weights(name, weights)
     pretrained = weights != "none"
-    norm = norm or ("frozen_bn" if pretrained else "gn")
-    if norm == "frozen_bn" and not pretrained:
-        raise ValueError(
-            "model.norm: frozen_bn without pretrained weights is an identity and diverges; "
-            "use gn or bn when training from scratch"
-        )
-    if trainable_layers is None:
-        trainable_layers = 3 if pretrained else 5
+    norm = backbone_norm(weights, norm)
+    trainable_layers = trainable_stages(weights, trainable_layers)
     returned_layers = returned_layers or [1, 2, 3, 4]
     if extra_blocks is None:
         extra_blocks = LastLevelMaxPool()
@@ -231,6 +223,12 @@ def build_backbone(
     return _resnet_fpn_extractor(net, trainable_layers, returned_layers, extra_blocks)
 
 
-def retinanet_extra_blocks(out_channels: int) -> LastLevelP6P7:
-    """P6 and P7 from P5 (torchvision's RetinaNet v1)."""
-    return LastLevelP6P7(out_channels, out_channels)
+#: Channels of C5 in every ResNet / ResNeXt here.
+C5_CHANNELS = 2048
+
+
+def retinanet_extra_blocks(out_channels: int, *, from_c5: bool = False) -> LastLevelP6P7:
+    """P6 (stride-2 conv) and P7 (ReLU, stride-2 conv) from P5 (torchvision's RetinaNet v1)
+    or, ``from_c5``, from C5 (Detectron's and the paper's): torchvision's block reads C5
+    when its input channels differ from its output channels."""
+    return LastLevelP6P7(C5_CHANNELS if from_c5 else out_channels, out_channels)

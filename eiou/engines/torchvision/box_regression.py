@@ -11,18 +11,35 @@ proposals) into the input space its loss expects:
 The same coder decodes at inference, so a model trained with the ``sqrt_area`` coder
 predicts with it too.
 
-Default loss weights (``weight: null`` in the config), per detector:
+The standard coder keeps torchvision's / Detectron's weights per stage; the ``sqrt_area``
+output scale and the loss weight, when the config leaves them ``null``, follow one rule,
+:data:`eiou.calibration.RULE` (see :mod:`eiou.calibration`): the ``sqrt_area`` output scale
+moves boxes as much per unit of raw output as the stage's standard coder (equal ``|det|`` of
+the Jacobian), and each loss's weight makes its mean per-positive gradient at the start of
+training (raw outputs 0, IoU 0.5-0.97 on the reference set) equal smooth-L1's on the same
+stage. The built-in values (``python -m eiou.calibration`` recomputes them):
 
-============  =========  ==========  ======================================================
-detector      smooth-L1  IoU family  reason
-============  =========  ==========  ======================================================
-faster_rcnn   1          10          the box loss is divided by all sampled RoIs (512 per
-                                     image, ~25 % positive) and an IoU loss is ~10x smaller
-                                     than smooth-L1 on (10, 10, 5, 5)-weighted offsets; the
-                                     public GIoU/DIoU reproductions used 10-12
-retinanet     1          2           divided by the positives only; mmdetection's RetinaNet
-                                     GIoU config uses 2
-============  =========  ==========  ======================================================
+===============================  ===============  ==============
+setting                          faster_rcnn      retinanet, rpn
+===============================  ===============  ==============
+standard coder weights           (10, 10, 5, 5)   (1, 1, 1, 1)
+``sqrt_area`` output scale       7.07 (sqrt 50)   1
+weight: smooth-L1 (reference)    1                1
+weight: -ln IoU                  6.75             0.479
+weight: GIoU                     8.29             0.591
+weight: DIoU, CIoU               8.70             0.614
+weight: EIoU (``sqrt_area``)     8.16             0.710
+weight: EIoU + CT                18.5             1.61
+weight: EIoU + CT + SOT          15.5             1.35
+===============================  ===============  ==============
+
+(Before this rule: output scale 10 and weight 10 for every IoU loss on Faster R-CNN,
+weight 2 on RetinaNet, which gave starting gradients from 0.38x to 4.2x smooth-L1's;
+``benchmarks/results/grad_table_before.md``.) IoU-head variants have the weights of their
+box loss: the head does not change the box gradient.
+
+The loss is normalised per stage as the detectors do (:data:`NORMALISERS`); the weights
+compare losses within a stage, so the normaliser cancels.
 """
 
 from __future__ import annotations
@@ -33,19 +50,19 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from eiou import coders, losses
+from eiou import calibration, coders, losses
 from eiou.coders import BoxCoder
 from eiou.losses import BoxLoss
 
-__all__ = ["DEFAULT_LOSS_WEIGHTS", "BoxRegression", "RegressionLoss", "build_box_regression"]
-
-#: (detector, "offsets" | "boxes") -> default loss weight; see the module docstring.
-DEFAULT_LOSS_WEIGHTS: dict[tuple[str, str], float] = {
-    ("faster_rcnn", "offsets"): 1.0,
-    ("faster_rcnn", "boxes"): 10.0,
-    ("retinanet", "offsets"): 1.0,
-    ("retinanet", "boxes"): 2.0,
-}
+__all__ = [
+    "DEFAULT_CODER_WEIGHTS",
+    "DEFAULT_SQRT_AREA_WEIGHTS",
+    "NORMALISERS",
+    "BoxRegression",
+    "RegressionLoss",
+    "build_box_regression",
+    "reference_regression",
+]
 
 #: Standard-coder weights per detector (torchvision/Detectron defaults).
 DEFAULT_CODER_WEIGHTS: dict[str, tuple[float, float, float, float]] = {
@@ -55,11 +72,18 @@ DEFAULT_CODER_WEIGHTS: dict[str, tuple[float, float, float, float]] = {
 }
 
 #: Output scale of the ``sqrt_area`` coder per stage: the raw outputs are divided by it
-#: before decoding (see :class:`BoxRegression`).
+#: before decoding (see :class:`BoxRegression`). Rule (a) of :mod:`eiou.calibration`:
+#: ``(wx wy ww wh)^(1/4)`` of the stage's standard-coder weights.
 DEFAULT_SQRT_AREA_WEIGHTS: dict[str, tuple[float, float, float, float]] = {
-    "faster_rcnn": (10.0, 10.0, 10.0, 10.0),
-    "retinanet": (1.0, 1.0, 1.0, 1.0),
-    "rpn": (1.0, 1.0, 1.0, 1.0),
+    stage: calibration.sqrt_area_output_scale(weights)
+    for stage, weights in DEFAULT_CODER_WEIGHTS.items()
+}
+
+#: What each stage divides the sum of its positives' box losses by (see the detectors).
+NORMALISERS: dict[str, str] = {
+    "faster_rcnn": "sampled RoIs (512 per image, at most 25 % positive)",
+    "retinanet": "positive anchors (at least 1)",
+    "rpn": "sampled anchors (256 per image, at most 50 % positive)",
 }
 
 #: Keys of ``model.box_loss`` that configure the stage, not the loss itself.
@@ -91,7 +115,11 @@ class BoxRegression(nn.Module):
             ~0.1, and an unscaled last layer makes every step 10x too large in box space
             (Smooth-EIoU with weight 10 diverges within 30 iterations at lr 0.02). It is a
             reparametrisation of the last layer: the normalised frame, the loss and SOT's
-            ``U_e`` are unchanged.
+            ``U_e`` are unchanged. The default (:data:`DEFAULT_SQRT_AREA_WEIGHTS`) makes a
+            unit of raw output move a box as much as under the stage's standard coder.
+
+    ``settings`` holds what :func:`build_box_regression` resolved (JSON-serialisable; see
+    :func:`eiou.calibration.describe`); empty for a module built by hand.
     """
 
     def __init__(
@@ -107,6 +135,7 @@ class BoxRegression(nn.Module):
         self.weight = float(weight)
         scale = None if output_scale is None else torch.tensor(output_scale, dtype=torch.float32)
         self.register_buffer("output_scale", scale, persistent=False)
+        self.settings: dict[str, Any] = {}
 
     def offsets(self, raw: Tensor) -> Tensor:
         """The coder's offsets ``(..., 4)`` (float32) from the network's raw outputs."""
@@ -169,22 +198,71 @@ def build_coder(
     return coders.get(name), scale  # type: ignore[return-value]
 
 
+def reference_regression(stage: str) -> BoxRegression:
+    """The calibration reference of a stage: smooth-L1 (beta 1/9) on its standard coder
+    with its default weights, loss weight 1."""
+    coder = coders.get("standard", weights=DEFAULT_CODER_WEIGHTS[stage])
+    return BoxRegression(losses.get("smooth_l1"), coder, 1.0)
+
+
 def build_box_regression(cfg: Mapping[str, Any], stage: str) -> BoxRegression:
     """A :class:`BoxRegression` from a ``model.box_loss`` mapping.
 
     Keys: ``name`` (registry name or dotted path), ``coder`` (``standard | sqrt_area``),
-    ``coder_weights`` (standard coder only; default per stage), ``weight`` (``None``: the
-    default of :data:`DEFAULT_LOSS_WEIGHTS`); every other key (``power``, ``sot``,
-    ``gradient``, ``beta``, ``mode``, ...) is an option of the loss. ``stage`` is
-    ``faster_rcnn``, ``retinanet`` or ``rpn``.
+    ``coder_weights`` (standard coder: its weights; ``sqrt_area``: the output scale; default
+    per stage), ``weight`` (``None``: calibrated by :mod:`eiou.calibration`, from its table
+    for the built-in variants, computed for any other loss); every other key (``power``,
+    ``sot``, ``gradient``, ``beta``, ``mode``, ...) is an option of the loss. ``stage`` is
+    ``faster_rcnn``, ``retinanet`` or ``rpn``. The resolved values are in ``.settings``.
     """
     options = {k: v for k, v in cfg.items() if k not in STAGE_KEYS and v is not None}
     if options.get("gradient") == "autograd" and cfg["name"] not in ("eiou", "smooth_eiou"):
         options.pop("gradient")  # the default; only the EIoU family takes the option
     box_loss = losses.get(cfg["name"], **options)
-    coder, output_scale = build_coder(cfg.get("coder", "standard"), cfg.get("coder_weights"), stage)
+    coder_name = cfg.get("coder") or "standard"
+    coder, output_scale = build_coder(coder_name, cfg.get("coder_weights"), stage)
     weight = cfg.get("weight")
+    regression = BoxRegression(box_loss, coder, 1.0 if weight is None else weight, output_scale)
+    weight_source = "config"
     if weight is None:
-        detector = "faster_rcnn" if stage == "rpn" else stage
-        weight = DEFAULT_LOSS_WEIGHTS[(detector, box_loss.input_space)]
-    return BoxRegression(box_loss, coder, weight, output_scale)
+        regression.weight, weight_source = calibration.default_weight(
+            cfg, stage, regression, reference_regression(stage)
+        )
+    coder_source = "config" if cfg.get("coder_weights") is not None else "default"
+    if coder_name == "sqrt_area" and coder_source == "default":
+        coder_source = "rule"
+    regression.settings = {
+        "stage": stage,
+        "loss": cfg["name"],
+        "input_space": box_loss.input_space,
+        "options": {
+            **{k: v for k, v in options.items() if k not in ("power", "sot")},
+            "power": float(box_loss.power),
+            "sot": bool(box_loss.sot),
+        },
+        "coder": coder.name,
+        "coder_weights": list(coder.weights) if output_scale is None else None,
+        "output_scale": None if output_scale is None else list(output_scale),
+        "coder_source": coder_source,
+        "weight": regression.weight,
+        "weight_source": weight_source if weight_source == "config" else f"rule ({weight_source})",
+        "normaliser": NORMALISERS[stage],
+    }
+    return regression
+
+
+def stock_rpn_settings() -> dict[str, Any]:
+    """``settings`` of torchvision's own RPN (used when ``model.rpn_box_loss`` is null)."""
+    return {
+        "stage": "rpn",
+        "loss": "smooth_l1 (torchvision RegionProposalNetwork)",
+        "input_space": "offsets",
+        "options": {"beta": 1.0 / 9, "power": 1.0, "sot": False},
+        "coder": "standard",
+        "coder_weights": list(DEFAULT_CODER_WEIGHTS["rpn"]),
+        "output_scale": None,
+        "coder_source": "default",
+        "weight": 1.0,
+        "weight_source": "torchvision",
+        "normaliser": NORMALISERS["rpn"],
+    }

@@ -29,6 +29,12 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 
+from eiou.engines.settings import (
+    default_anchor_sizes,
+    iou_head_negatives,
+    iou_head_settings,
+    scoring_settings,
+)
 from eiou.engines.torchvision.backbones import (
     build_backbone,
     check_weights,
@@ -51,11 +57,6 @@ __all__ = [
 
 DETECTORS = ("faster_rcnn", "retinanet")
 
-#: Paper anchor sizes (P2..P6 for Faster R-CNN, P3..P7 for RetinaNet).
-PAPER_ANCHOR_SIZES = (32, 64, 128, 256, 512)
-#: The tiny RetinaNet's sizes on P2..P6: 4x the stride, as the paper's 32..512 on P3..P7.
-TINY_RETINANET_ANCHOR_SIZES = (16, 32, 64, 128, 256)
-
 #: torchvision keyword defaults for the tiny backbone (fewer proposals and RoIs on a CPU).
 TINY_OPTIONS: dict[str, dict[str, Any]] = {
     "faster_rcnn": {
@@ -70,22 +71,18 @@ TINY_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def default_anchor_sizes(backbone: str, detector: str = "faster_rcnn") -> tuple[int, ...]:
-    """Base anchor size in pixels per pyramid level (5 levels, finest first)."""
-    if backbone == "tiny" and detector == "retinanet":
-        return TINY_RETINANET_ANCHOR_SIZES
-    return PAPER_ANCHOR_SIZES
-
-
-def retinanet_levels(backbone: str) -> tuple[list[int], ExtraFPNBlock]:
+def retinanet_levels(backbone: str, p6: str | None = None) -> tuple[list[int], ExtraFPNBlock]:
     """RetinaNet's backbone stages fed to the FPN and its extra block (5 levels in all).
 
-    ResNets: C3..C5 + P6, P7 from P5 (the paper's P3..P7). ``tiny``: C2..C5 + P6 by
-    max-pooling P5 (P2..P6, strides 4..64), since its images are ~4-6x smaller.
+    ResNets: C3..C5 + P6, P7 from P5 (``p6`` ``"p5"`` or ``None``: torchvision's RetinaNet)
+    or from C5 (``"c5"``: Detectron's, the paper's) on the paper's P3..P7. ``tiny``: C2..C5 +
+    P6 by max-pooling P5 (P2..P6, strides 4..64), since its images are ~4-6x smaller.
     """
     if backbone == "tiny":
         return [1, 2, 3, 4], LastLevelMaxPool()
-    return [2, 3, 4], retinanet_extra_blocks(256)
+    if p6 not in (None, "p5", "c5"):
+        raise ValueError(f"model.retinanet_p6 must be c5, p5 or null, got {p6!r}")
+    return [2, 3, 4], retinanet_extra_blocks(256, from_c5=p6 == "c5")
 
 
 def detector_options(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,23 +90,6 @@ def detector_options(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     options = dict(TINY_OPTIONS[model_cfg["detector"]]) if model_cfg["backbone"] == "tiny" else {}
     options.update(model_cfg.get("options") or {})
     return options
-
-
-def _iou_head_cfg(model_cfg: Mapping[str, Any]) -> tuple[bool, float, bool]:
-    """``(enabled, weight, negatives)`` of ``model.iou_head``."""
-    head = model_cfg.get("iou_head") or {}
-    return (
-        bool(head.get("enabled", False)),
-        float(head.get("weight", 1.0)),
-        bool(head.get("negatives", False)),
-    )
-
-
-def _scoring(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    scoring = {"method": "cls", "nms_threshold": 0.5, "score_threshold": 0.05}
-    scoring.update(model_cfg.get("scoring") or {})
-    scoring.setdefault("detections_per_image", 100)
-    return scoring
 
 
 def build_detector(
@@ -147,8 +127,9 @@ def build_detector(
     sizes = tuple(model_cfg.get("anchor_sizes") or default_anchor_sizes(backbone_name, detector))
     if len(sizes) != 5:
         raise ValueError(f"model.anchor_sizes needs one size per level (5), got {sizes}")
-    iou_head, iou_weight, iou_negatives = _iou_head_cfg(model_cfg)
-    scoring = _scoring(model_cfg)
+    iou_head, iou_weight = iou_head_settings(model_cfg)
+    iou_negatives = iou_head_negatives(model_cfg)
+    scoring = scoring_settings(model_cfg)
     common = {
         "min_size": model_cfg["min_size"],
         "max_size": model_cfg["max_size"],
@@ -184,7 +165,7 @@ def build_detector(
         )
         model.transform = CandidateScaleTransform.like(model.transform)
         return model
-    returned_layers, extra_blocks = retinanet_levels(backbone_name)
+    returned_layers, extra_blocks = retinanet_levels(backbone_name, model_cfg.get("retinanet_p6"))
     backbone = build_backbone(
         backbone_name, returned_layers=returned_layers, extra_blocks=extra_blocks, **backbone_kwargs
     )
