@@ -357,6 +357,10 @@ def scoring_table(plan: Mapping[str, Any], runs_dir: str | os.PathLike[str]) -> 
         for row in table["rows"]:
             for rid in row["run_ids"]:
                 variants.setdefault(rid, (row["variant"], row["label"]))
+            for candidate in row.get("candidates") or ():  # a tuned row's other candidates
+                for rid in candidate["run_ids"]:
+                    label = f"{row['label']} ({candidate['label']})"
+                    variants.setdefault(rid, (row["variant"], label))
     records = []
     for rid in rescored_runs(plan):
         spec = plan["runs"][rid]

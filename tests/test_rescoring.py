@@ -230,3 +230,16 @@ def test_scoring_table_puts_the_methods_side_by_side(tmp_path: Path) -> None:
     assert "NOT the paper's setting" in md
     summary = report.summary_markdown(plan, tmp_path / "tables", tmp_path, tmp_path / "s.md")
     assert md.rstrip() in summary and "[csv](tables/scoring.csv)" in summary
+    # a tuned row's candidates that were not chosen are rescored too, labelled as such
+    tuned = copy.deepcopy(plan)
+    rows = tuned["tables"][0]["rows"]
+    rows[1]["candidates"] = [
+        {"label": "lr 0.02", "run_ids": rows[1]["run_ids"]},
+        {"label": "lr 0.01", "run_ids": rows[2]["run_ids"]},
+    ]
+    del rows[2]
+    labels = tables.scoring_table(tuned, tmp_path)["label"].tolist()
+    assert labels == [
+        "Ours (EIoU + CT + SOT + IoU head)",
+        "Ours (EIoU + CT + SOT + IoU head) (lr 0.01)",
+    ]
