@@ -24,17 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import datetime as _dt
 import functools
 import io as _io
 import json
 import logging
 import os
-import platform
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
-from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +39,26 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from eiou.io import atomic_open, write_json
+from eiou.provenance import package_version, provenance
 
 __all__ = [
     "BACKENDS",
     "IOU_THRESHOLDS",
+    "RECORDS_FILE",
+    "RECORD_MAX_DETECTIONS",
     "SUMMARY_KEYS",
+    "ImageRecords",
     "evaluate_predictions",
+    "evaluate_with_records",
+    "image_records",
     "load_ground_truth",
+    "load_image_records",
     "load_predictions",
     "provenance",
+    "records_path_for",
     "results_file_name",
     "write_coco_results",
+    "write_image_records",
     "write_metrics",
     "write_server_zip",
 ]
@@ -66,7 +71,6 @@ IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in rang
 SUMMARY_KEYS: tuple[str, ...] = (
     "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
 )  # fmt: skip
-_PROVENANCE_PACKAGES = ("torch", "torchvision", "pycocotools", "numpy", "eiou")
 #: Values of ``evaluate_predictions(backend=...)``.
 BACKENDS: tuple[str, ...] = ("pycocotools", "faster_coco_eval", "auto")
 
@@ -151,22 +155,17 @@ def _engine(backend: str) -> tuple[Any, Any, dict[str, str | None]]:
                 functools.partial(faster_coco_eval.COCOeval_faster, print_function=log.debug),
                 {"name": "faster_coco_eval", "version": faster_coco_eval.__version__},
             )
-    return COCO, COCOeval, {"name": "pycocotools", "version": _version("pycocotools")}
+    return COCO, COCOeval, {"name": "pycocotools", "version": package_version("pycocotools")}
 
 
-def evaluate_predictions(
+def _evaluated(
     coco_gt: COCO | str | os.PathLike[str] | Mapping[str, Any],
     predictions: Sequence[Mapping[str, Any]] | str | os.PathLike[str],
-    backend: str = "pycocotools",
-) -> dict[str, Any]:
-    """COCO bbox evaluation of ``predictions`` (COCO results format, ``bbox`` xywh pixels).
-
-    Returns the metrics described in the module docstring plus ``num_images``,
-    ``num_predictions``, ``iou_thresholds`` and ``evaluator`` (the backend's name and
-    version). Empty predictions give zeros (no crash). ``backend``: ``"pycocotools"`` (the
-    reference), ``"faster_coco_eval"`` (same numbers, faster; ``pip install "eiou[fast]"``,
-    ImportError without it) or ``"auto"`` (faster_coco_eval where importable).
-    """
+    backend: str,
+    separate: bool,
+) -> tuple[Any, COCO, int, dict[str, str | None]]:
+    """(evaluated, accumulated and summarised COCOeval, ground truth, number of predictions,
+    engine). ``separate``: faster_coco_eval keeps its per-image results (for records)."""
     coco_cls, cocoeval, engine = _engine(backend)
     gt = load_ground_truth(coco_gt)
     if not gt.dataset.get("annotations"):
@@ -197,11 +196,212 @@ def evaluate_predictions(
                 "annotations": [],
             }
             dt.createIndex()
-        evaluator = cocoeval(engine_gt, dt, iouType="bbox")
+        options = {"separate_eval": True} if separate and coco_cls is not COCO else {}
+        evaluator = cocoeval(engine_gt, dt, iouType="bbox", **options)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {**_collect(evaluator, gt, len(preds)), "evaluator": engine}
+    return evaluator, gt, len(preds), engine
+
+
+def evaluate_predictions(
+    coco_gt: COCO | str | os.PathLike[str] | Mapping[str, Any],
+    predictions: Sequence[Mapping[str, Any]] | str | os.PathLike[str],
+    backend: str = "pycocotools",
+) -> dict[str, Any]:
+    """COCO bbox evaluation of ``predictions`` (COCO results format, ``bbox`` xywh pixels).
+
+    Returns the metrics described in the module docstring plus ``num_images``,
+    ``num_predictions``, ``iou_thresholds`` and ``evaluator`` (the backend's name and
+    version). Empty predictions give zeros (no crash). ``backend``: ``"pycocotools"`` (the
+    reference), ``"faster_coco_eval"`` (same numbers, faster; ``pip install "eiou[fast]"``,
+    ImportError without it) or ``"auto"`` (faster_coco_eval where importable).
+    """
+    evaluator, gt, num_predictions, engine = _evaluated(coco_gt, predictions, backend, False)
+    return {**_collect(evaluator, gt, num_predictions), "evaluator": engine}
+
+
+def evaluate_with_records(
+    coco_gt: COCO | str | os.PathLike[str] | Mapping[str, Any],
+    predictions: Sequence[Mapping[str, Any]] | str | os.PathLike[str],
+    backend: str = "pycocotools",
+) -> tuple[dict[str, Any], ImageRecords]:
+    """:func:`evaluate_predictions` and the per-image records of the same evaluation
+    (:class:`ImageRecords`), from which ``eiou.statistics`` recomputes AP on resampled
+    test sets. Both backends give the same records."""
+    evaluator, gt, num_predictions, engine = _evaluated(coco_gt, predictions, backend, True)
+    metrics = {**_collect(evaluator, gt, num_predictions), "evaluator": engine}
+    return metrics, image_records(evaluator, engine["name"] or backend)
+
+
+# --------------------------------------------------------------------------- records
+#: Detections per image and class the records keep (pycocotools' last ``maxDets``).
+RECORD_MAX_DETECTIONS = 100
+#: The file name of a run's records, beside its ``metrics.json``.
+RECORDS_FILE = "eval_images.npz"
+_RECORDS_FORMAT = 1
+
+
+def records_path_for(metrics_path: str | os.PathLike[str]) -> Path:
+    """Where a metrics file's per-image records go: ``eval_images_<x>.npz`` beside
+    ``metrics_<x>.json`` (e.g. the validation split's, which must not replace the test
+    split's), else :data:`RECORDS_FILE` beside it."""
+    path = Path(metrics_path)
+    suffix = path.stem.removeprefix("metrics") if path.stem.startswith("metrics_") else ""
+    return path.with_name(Path(RECORDS_FILE).stem + suffix + ".npz")
+
+
+@dataclass(frozen=True)
+class ImageRecords:
+    """Per-image results of one COCO bbox evaluation, area "all", 100 detections per image
+    and class: what pycocotools' ``accumulate`` reads from ``COCOeval.evalImgs``.
+
+    ``I`` images, ``K`` categories, ``T`` IoU thresholds, ``N`` detections kept (at most 100
+    per image and category). Detections are grouped by category, then by image (in the
+    order of ``category_ids`` and ``image_ids``); within one (category, image) they are in
+    the evaluator's order (score descending, stable), so concatenating one category's
+    detections gives pycocotools' concatenation before its merge sort on ``-score``.
+
+    Attributes:
+        image_ids: ``(I,)`` int64, sorted (pycocotools' ``params.imgIds``).
+        category_ids: ``(K,)`` int64, sorted.
+        iou_thresholds: ``(T,)`` float64 (0.50 ... 0.95).
+        num_gt: ``(K, I)`` int32, ground truths that are not ignored (not crowd); the
+            denominator of recall.
+        det_category: ``(N,)`` int32, index into ``category_ids``.
+        det_image: ``(N,)`` int32, index into ``image_ids``.
+        det_score: ``(N,)`` float64.
+        det_matched: ``(N, T)`` bool, matched to a ground truth (crowd included) at each
+            threshold (pycocotools' ``dtMatches != 0``).
+        det_ignored: ``(N, T)`` bool, ignored at each threshold (matched to a crowd region).
+        evaluator: the backend that produced them.
+    """
+
+    image_ids: np.ndarray
+    category_ids: np.ndarray
+    iou_thresholds: np.ndarray
+    num_gt: np.ndarray
+    det_category: np.ndarray
+    det_image: np.ndarray
+    det_score: np.ndarray
+    det_matched: np.ndarray
+    det_ignored: np.ndarray
+    evaluator: str = ""
+
+    @property
+    def num_images(self) -> int:
+        return int(self.image_ids.size)
+
+    @property
+    def num_detections(self) -> int:
+        return int(self.det_score.size)
+
+
+def image_records(evaluator: Any, name: str = "") -> ImageRecords:
+    """The :class:`ImageRecords` of an evaluated ``COCOeval`` (bbox, default parameters):
+    pycocotools' ``evalImgs`` or, for faster_coco_eval's ``COCOeval_faster`` created with
+    ``separate_eval=True``, its C++ per-image results. ``name``: the backend, recorded."""
+    params = evaluator.params
+    if list(params.maxDets)[-1] != RECORD_MAX_DETECTIONS or not params.useCats:
+        raise ValueError("records need the default COCO parameters (maxDets up to 100, by class)")
+    image_ids = np.asarray(params.imgIds, dtype=np.int64)
+    category_ids = np.asarray(params.catIds, dtype=np.int64)
+    thresholds = np.asarray(params.iouThrs, dtype=np.float64)
+    n_img, n_cat, n_thr = image_ids.size, category_ids.size, thresholds.size
+    n_area = len(params.areaRng)
+    area = list(params.areaRngLbl).index("all")
+    cpp = getattr(evaluator, "_evalImgs_cpp", None)
+    if cpp is None and not isinstance(evaluator.evalImgs, list):
+        raise ValueError("the evaluator kept no per-image results (faster_coco_eval needs "
+                         "separate_eval=True)")  # fmt: skip
+    num_gt = np.zeros((n_cat, n_img), dtype=np.int32)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("cat", "img", "score", "hit", "ign")}
+    for k in range(n_cat):
+        for i in range(n_img):
+            index = k * n_area * n_img + area * n_img + i
+            if cpp is None:
+                e = evaluator.evalImgs[index]
+                if e is None:
+                    continue
+                scores = np.asarray(e["dtScores"], dtype=np.float64)
+                matches = np.asarray(e["dtMatches"]).reshape(n_thr, -1)
+                ignored = np.asarray(e["dtIgnore"], dtype=bool).reshape(n_thr, -1)
+                gt_ignored = np.asarray(e["gtIgnore"], dtype=bool)
+            else:
+                state = cpp[index].__getstate__()
+                # (detection_matches T*D, gt matches, scores D, gt ignores, dt ignores T*D, ...)
+                scores = np.asarray(state[2], dtype=np.float64)
+                if not scores.size and not state[3]:
+                    continue
+                matches = np.asarray(state[0]).reshape(n_thr, scores.size)
+                ignored = np.asarray(state[4], dtype=bool).reshape(n_thr, scores.size)
+                gt_ignored = np.asarray(state[3], dtype=bool)
+            num_gt[k, i] = np.count_nonzero(~gt_ignored)
+            d = scores.size
+            if not d:
+                continue
+            parts["cat"].append(np.full(d, k, dtype=np.int32))
+            parts["img"].append(np.full(d, i, dtype=np.int32))
+            parts["score"].append(scores)
+            parts["hit"].append((matches != 0).T)
+            parts["ign"].append(ignored.T)
+
+    def cat(key: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+        return np.concatenate(parts[key]).astype(dtype) if parts[key] else np.zeros(shape, dtype)
+
+    return ImageRecords(
+        image_ids=image_ids,
+        category_ids=category_ids,
+        iou_thresholds=thresholds,
+        num_gt=num_gt,
+        det_category=cat("cat", np.int32, (0,)),
+        det_image=cat("img", np.int32, (0,)),
+        det_score=cat("score", np.float64, (0,)),
+        det_matched=cat("hit", bool, (0, n_thr)),
+        det_ignored=cat("ign", bool, (0, n_thr)),
+        evaluator=name,
+    )
+
+
+def write_image_records(path: str | os.PathLike[str], records: ImageRecords) -> None:
+    """Write ``records`` as a compressed ``.npz``, atomically (the flags bit-packed)."""
+    with atomic_open(path, "wb") as handle:
+        np.savez_compressed(
+            handle,
+            format=np.int64(_RECORDS_FORMAT),
+            max_detections=np.int64(RECORD_MAX_DETECTIONS),
+            evaluator=np.str_(records.evaluator),
+            image_ids=records.image_ids,
+            category_ids=records.category_ids,
+            iou_thresholds=records.iou_thresholds,
+            num_gt=records.num_gt,
+            det_category=records.det_category,
+            det_image=records.det_image,
+            det_score=records.det_score,
+            det_matched=np.packbits(records.det_matched, axis=1),
+            det_ignored=np.packbits(records.det_ignored, axis=1),
+        )
+
+
+def load_image_records(path: str | os.PathLike[str]) -> ImageRecords:
+    """Read what :func:`write_image_records` wrote."""
+    with np.load(path, allow_pickle=False) as data:
+        if int(data["format"]) != _RECORDS_FORMAT:
+            raise ValueError(f"{path}: records format {int(data['format'])}, expected "
+                             f"{_RECORDS_FORMAT}")  # fmt: skip
+        n_thr = int(data["iou_thresholds"].size)
+        return ImageRecords(
+            image_ids=data["image_ids"],
+            category_ids=data["category_ids"],
+            iou_thresholds=data["iou_thresholds"],
+            num_gt=data["num_gt"],
+            det_category=data["det_category"],
+            det_image=data["det_image"],
+            det_score=data["det_score"],
+            det_matched=np.unpackbits(data["det_matched"], axis=1, count=n_thr).astype(bool),
+            det_ignored=np.unpackbits(data["det_ignored"], axis=1, count=n_thr).astype(bool),
+            evaluator=str(data["evaluator"]),
+        )
 
 
 def _collect(evaluator: COCOeval, gt: COCO, num_predictions: int) -> dict[str, Any]:
@@ -242,73 +442,6 @@ def write_metrics(
 ) -> None:
     """Write ``{**metrics, "provenance": provenance}`` as JSON, atomically."""
     write_json(path, {**dict(metrics), "provenance": dict(provenance)})
-
-
-def _git_commit() -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout holding this package; (None, None) outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        )
-        if commit.returncode != 0:
-            return None, None
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here, capture_output=True, text=True, timeout=10,
-        )  # fmt: skip
-        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
-        return commit.stdout.strip() or None, dirty
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        module = sys.modules.get(package)
-        return getattr(module, "__version__", None) if module else None
-
-
-def provenance(run_config: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """Where a result came from: git commit (None outside a checkout) and whether the
-    tree had uncommitted changes, package versions, platform (no host name), UTC time, and
-    from ``run_config`` (a run spec) its ``run_id``, seed, box loss (with its gradient
-    mode), IoU head and scoring mode; ``extra`` keys are added as given (they win).
-    ``faster-coco-eval``'s version is listed only where it was imported (an evaluation
-    with that backend)."""
-    run_config = dict(run_config or {})
-    packages = _PROVENANCE_PACKAGES
-    if "faster_coco_eval" in sys.modules:
-        packages += ("faster-coco-eval",)
-    commit, dirty = _git_commit()
-    model = run_config.get("model") or {}
-    box_loss = model.get("box_loss") or {}
-    record: dict[str, Any] = {
-        "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "versions": {
-            "python": platform.python_version(),
-            **{name: _version(name) for name in packages},
-        },
-        "platform": {
-            "system": platform.system(),
-            "release": platform.release(),
-            "machine": platform.machine(),
-            "python_implementation": platform.python_implementation(),
-        },
-        "run_id": run_config.get("name"),
-        "seed": run_config.get("seed"),
-        "box_loss": box_loss.get("name"),
-        "gradient_mode": box_loss.get("gradient"),
-        "iou_head": model.get("iou_head"),
-        "scoring": (model.get("scoring") or {}).get("method"),
-        "dataset": (run_config.get("data") or {}).get("name"),
-    }
-    record.update(extra)
-    return record
 
 
 def results_file_name(algorithm: str, split: str = "test-dev2017") -> str:

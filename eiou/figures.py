@@ -1,11 +1,16 @@
 """Figures with seaborn, one style, each saved as PNG and PDF.
 
-Experiment figures (from the plan, ``metrics.json`` and ``train_log.jsonl`` of each run):
+Experiment figures (from the plan, ``metrics.json`` and ``train_log.jsonl`` of each run,
+and the comparisons CSV of ``eiou compare``):
 
 - ``fig7_recall_vs_iou``: average recall against the IoU threshold 0.50 ... 0.95, one panel
   per dataset (columns) and detector (rows), one line per variant (paper, Fig. 7);
 - ``ap_by_iou``: AP at each IoU threshold, same layout;
-- ``ablation_<table>``: the Table I ablation as bars, measured beside the paper's;
+- ``ablation_<table>`` (tables of the paper's Table I) and ``differences_<table>`` (every
+  other table): each row's difference to the table's baseline for AP, AP75 and AP90 with
+  its confidence interval (``eiou compare``: a paired bootstrap over test images and
+  seeds) as error bars, filled where the interval excludes 0, and the paper's difference
+  beside it;
 - ``training_curves``: the losses logged during training.
 
 Toy figures (from the CSV files ``eiou toy`` writes): one figure per CSV, ``toy_<name>``.
@@ -26,6 +31,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from eiou.evaluate import IOU_THRESHOLDS
@@ -35,6 +41,8 @@ from eiou.toy import OUTPUT_FILES
 __all__ = [
     "FORMATS",
     "TOY_TABLES",
+    "difference_figure",
+    "difference_stem",
     "expected_figures",
     "expected_toy_figures",
     "figure_kind",
@@ -59,10 +67,20 @@ def experiment_figure_stems(plan: Mapping[str, Any]) -> list[str]:
     stems = []
     if any(spec["data"]["has_ground_truth"] for spec in plan["runs"].values()):
         stems += ["fig7_recall_vs_iou", "ap_by_iou"]
-        stems += [f"ablation_{t['name']}" for t in plan["tables"] if t.get("paper_table") == "I"]
+        stems += [difference_stem(t) for t in plan["tables"] if _has_ground_truth(t)]
     if plan["runs"]:
         stems.append("training_curves")
     return stems
+
+
+def _has_ground_truth(table: Mapping[str, Any]) -> bool:
+    return any(row.get("has_ground_truth", True) for row in table["rows"])
+
+
+def difference_stem(table: Mapping[str, Any]) -> str:
+    """``ablation_<name>`` for a table of the paper's Table I, else ``differences_<name>``."""
+    prefix = "ablation" if table.get("paper_table") == "I" else "differences"
+    return f"{prefix}_{table['name']}"
 
 
 def expected_figures(plan: Mapping[str, Any], out_dir: str = "reports/figures") -> list[str]:
@@ -81,7 +99,8 @@ def figure_kind(path: str) -> str:
     for prefix, kind in (
         ("fig7", "Recall vs IoU (Fig. 7)"),
         ("ap_by_iou", "AP by IoU threshold"),
-        ("ablation", "Table I ablation"),
+        ("ablation", "Table I ablation: differences to the baseline"),
+        ("differences", "Differences to the baseline"),
         ("training", "Training curves"),
         ("toy", "Toy experiments"),
     ):
@@ -253,49 +272,82 @@ def _by_iou(frame: pd.DataFrame, ylabel: str, title: str, seeds: int) -> Any:
     return grid.figure
 
 
-def ablation_figure(plan: Mapping[str, Any], table: Mapping[str, Any], runs: pd.DataFrame) -> Any:
-    """Bars of the first metric of an ablation table: measured (mean, sd) and the paper's."""
-    import seaborn as sns
+def difference_figure(
+    plan: Mapping[str, Any], table: Mapping[str, Any], comparisons: pd.DataFrame | None
+) -> Any:
+    """Each row's difference to the table's baseline (AP, AP75, AP90; percent points) as a
+    point with its interval as error bar, one panel per detector | dataset; a filled
+    marker where the interval excludes 0 (resolved), a hollow one where it does not; the
+    paper's difference (row - baseline in the paper's table) as a cross beside it."""
+    import matplotlib.pyplot as plt
 
-    metric = table["metrics"][0]
-    records = []
-    for position, row in enumerate(table["rows"], start=1):
-        name = f"{position}. {row['label']}"
-        for rid in row["run_ids"]:
-            value = runs.loc[runs["run_id"] == rid, metric] if len(runs) else pd.Series([])
-            if len(value) and not math.isnan(float(value.iloc[0])):
-                records.append(
-                    {
-                        "row": name,
-                        "source": f"measured ({plan['preset']})",
-                        "value": float(value.iloc[0]),
-                    }
-                )
-        if row.get("paper") and metric in row["paper"]:
-            records.append(
-                {"row": name, "source": "paper (Table I)", "value": row["paper"][metric]}
-            )
-    frame = pd.DataFrame.from_records(records, columns=["row", "source", "value"])
+    from eiou.statistics import DIFFERENCE_METRICS
+
+    if comparisons is None or comparisons.empty:
+        return _placeholder(f"{table['title']}: no comparisons yet (eiou compare)")
+    chosen = [m for m in DIFFERENCE_METRICS if m in table["metrics"]] or list(DIFFERENCE_METRICS)
+    frame = comparisons[
+        (comparisons["table"] == table["name"])
+        & comparisons["metric"].isin(chosen)
+        & (comparisons["variant"] != table["baseline"])
+    ].copy()
+    frame = frame[frame["diff"].notna()]
     if frame.empty:
-        return _placeholder(f"{table['title']}: no results yet")
-    grid = sns.catplot(
-        data=frame,
-        y="row",
-        x="value",
-        col="source",
-        hue="source",
-        kind="bar",
-        errorbar="sd",
-        sharex=False,
-        height=3.6,
-        aspect=1.3,
-        legend=False,
+        return _placeholder(f"{table['title']}: no differences to the baseline yet")
+    paper = {i + 1: row.get("paper") or {} for i, row in enumerate(table["rows"])}
+    frame["setting"] = frame["detector"] + " | " + frame["dataset"]
+    settings = list(dict.fromkeys(frame["setting"]))
+    rows_per_panel = max(frame.groupby("setting")["row"].nunique())
+    fig, axes = plt.subplots(
+        1,
+        len(settings),
+        figsize=(5.0 * len(settings), 1.6 + 0.3 * rows_per_panel * len(chosen)),
+        squeeze=False,
+        layout="constrained",
     )
-    grid.set_axis_labels(f"{metric} (%)", "")
-    grid.set_titles("{col_name}")
+    colours = dict(zip(chosen, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    spread = 0.25 if len(chosen) > 1 else 0.0
+    offsets = dict(zip(chosen, np.linspace(-spread, spread, len(chosen)), strict=True))
+    for ax, setting in zip(axes[0], settings, strict=True):
+        part = frame[frame["setting"] == setting]
+        order = list(dict.fromkeys(part["row"]))
+        labels = {r: f"{r}. {part.loc[part['row'] == r, 'label'].iloc[0]}" for r in order}
+        for m in chosen:
+            for position, r in enumerate(order):
+                line = part[(part["row"] == r) & (part["metric"] == m)]
+                if line.empty:
+                    continue
+                c = line.iloc[0]
+                y = position + offsets[m]
+                filled = c["resolved"] is not pd.NA and int(c["resolved"]) != 0
+                ax.errorbar(
+                    c["diff"], y,
+                    xerr=[[c["diff"] - c["low"]], [c["high"] - c["diff"]]],
+                    fmt="o", color=colours[m], mfc=colours[m] if filled else "white",
+                    capsize=3, label=m if position == 0 else None,
+                )  # fmt: skip
+                base = (
+                    table["rows"][int(c["baseline_row"]) - 1] if pd.notna(c["baseline_row"]) else {}
+                )
+                ref = paper.get(int(r), {}).get(m)
+                ref_base = (base.get("paper") or {}).get(m) if base else None
+                if ref is not None and ref_base is not None:
+                    ax.plot(ref - ref_base, y, "x", color=colours[m], markersize=7)
+        ax.axvline(0.0, color="0.3", linewidth=0.8)
+        ax.set_yticks(range(len(order)), [labels[r] for r in order])
+        ax.set_ylim(len(order) - 0.5, -0.5)  # first row on top
+        ax.set_xlabel(f"difference to {table['baseline']} (percent points)")
+        ax.set_title(setting)
+    first = frame.iloc[0]
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=len(chosen), frameon=False)
     suffix = "" if plan.get("paper_setting") else " — NOT the paper's setting"
-    grid.figure.suptitle(f"{table['title']}{suffix}", y=1.03)
-    return grid.figure
+    fig.suptitle(
+        f"{table['title']}{suffix}\n{first['confidence']:.0%} intervals, "
+        f"{int(first['replicates'])} bootstrap replicates over test images and seeds; "
+        "filled: excludes 0; x: the paper"
+    )
+    return fig
 
 
 def training_figure(frame: pd.DataFrame) -> Any:
@@ -328,10 +380,14 @@ def training_figure(frame: pd.DataFrame) -> Any:
 
 
 def make_experiment_figures(
-    plan: Mapping[str, Any], runs_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+    plan: Mapping[str, Any],
+    runs_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    comparisons: str | os.PathLike[str] | pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Write every file of :func:`expected_figures`."""
-    from eiou.tables import gather_runs
+    """Write every file of :func:`expected_figures`; ``comparisons`` (``eiou compare``'s
+    CSV or its frame) feeds the difference figures (placeholders without it)."""
+    from eiou.statistics import read_comparisons
 
     stems = experiment_figure_stems(plan)
     seeds = max((t["seeds"] for t in plan["tables"]), default=1)
@@ -346,11 +402,12 @@ def make_experiment_figures(
             frame = recall_frame(plan, runs_dir, "ap_per_iou")
             fig = _by_iou(frame, "AP (%)", "AP at each IoU threshold", seeds)
             written += save(fig, out_dir, "ap_by_iou")
-        runs = gather_runs(plan, runs_dir)
+        if comparisons is not None and not isinstance(comparisons, pd.DataFrame):
+            comparisons = read_comparisons(comparisons)
         for table in plan["tables"]:
-            if f"ablation_{table['name']}" in stems:
-                fig = ablation_figure(plan, table, runs)
-                written += save(fig, out_dir, f"ablation_{table['name']}")
+            if difference_stem(table) in stems:
+                fig = difference_figure(plan, table, comparisons)
+                written += save(fig, out_dir, difference_stem(table))
         if "training_curves" in stems:
             written += save(
                 training_figure(training_frame(plan, runs_dir)), out_dir, "training_curves"

@@ -47,7 +47,10 @@ def summary_markdown(
         "- datasets: " + ", ".join(f"{n} ({d['kind']})" for n, d in plan["datasets"].items()),
         "",
         "Numbers are percent. AP is averaged over IoU 0.50:0.05:0.95 (COCO protocol, also on "
-        "VOC, as in the paper); AP90 is the AP at IoU 0.90 alone.",
+        "VOC, as in the paper); AP90 is the AP at IoU 0.90 alone. Each difference to a "
+        "table's baseline carries a 95% interval from a paired bootstrap over the test images "
+        "and the seeds, and is marked `*` only where the interval excludes 0 (all rows and "
+        f"metrics: [comparisons.csv]({_relative(tables_dir / 'comparisons.csv', here)})).",
         "",
         "## Tables",
         "",

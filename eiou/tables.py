@@ -1,20 +1,22 @@
-"""Per-table aggregation with pandas: measured numbers beside the paper's.
+"""Per-table aggregation with pandas: measured numbers beside the paper's, and each row's
+difference to its baseline with a confidence interval.
 
 :func:`gather_runs` reads every run's ``metrics.json`` into one frame (one row per run);
 :func:`build_table` turns one planned table into a frame with, per metric, the mean over
-seeds, the sample standard deviation, the paper's number, the delta to it, the difference to
-the table's baseline variant and whether that difference exceeds the seed spread.
-:func:`write_table` writes CSV (full precision), Markdown and LaTeX. :func:`scoring_table`
-puts each IoU-head run's AP, AP50, AP75 and AP90 under every scoring method side by side
-(``scoring.csv`` / ``scoring.md``; the rescored metrics of :mod:`eiou.rescoring`).
+seeds, the sample standard deviation, the paper's number and the delta to it, and, from the
+comparisons ``eiou compare`` computed (:mod:`eiou.statistics`), the difference to the
+table's baseline variant with its interval and whether the interval excludes 0.
+:func:`write_table` writes CSV (full precision), Markdown and LaTeX.
+The scoring table (:func:`scoring_table`) puts each IoU-head run's AP, AP50, AP75 and AP90
+under every scoring method side by side (``scoring.csv`` / ``scoring.md``; the rescored
+metrics of :mod:`eiou.rescoring`).
 
 Conventions:
 
 - ``metrics.json`` holds fractions in ``[0, 1]`` (pycocotools' convention) unless it says
   ``"units": "percent"``; tables are in percent, like the paper.
-- "Exceeds the seed spread": ``|mean - mean_baseline| > std + std_baseline`` (sample
-  standard deviations over seeds). It needs at least two seeds on both sides; otherwise it
-  is left empty and the table says so.
+- A difference is marked (``*``) only when its interval excludes 0; the legend says what the
+  interval is (seeds x test images, the confidence, the number of bootstrap replicates).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import pandas as pd
 from eiou.experiments import PAPER_TABLE_CAPTIONS
 from eiou.io import write_text
 from eiou.rescoring import RESCORED_DIR, rescored_runs, scoring_methods
+from eiou.statistics import DIFFERENCE_METRICS, read_comparisons
 
 __all__ = [
     "SCALAR_METRICS",
@@ -124,13 +127,19 @@ def _mean_std(values: pd.Series) -> tuple[float, float, int]:
     return float(values.mean()), std, n
 
 
-def build_table(table: Mapping[str, Any], runs: pd.DataFrame) -> pd.DataFrame:
+def build_table(
+    table: Mapping[str, Any], runs: pd.DataFrame, comparisons: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One planned table as a frame: a row per table row, per metric ``m`` the columns
-    ``m`` (mean over seeds), ``m_std``, ``m_paper``, ``m_delta`` (measured - paper),
-    ``m_vs_baseline`` and ``m_exceeds_spread``; plus ``n_seeds`` and ``n_measured``.
+    ``m`` (mean over seeds), ``m_std``, ``m_paper``, ``m_delta`` (measured - paper); plus
+    ``n_seeds``, ``n_measured`` and ``is_baseline``.
 
-    The baseline of a row is the row of the table's baseline variant with the same
-    detector, backbone, dataset and schedule.
+    With ``comparisons`` (:func:`eiou.statistics.compare_plan`'s frame), per metric it
+    holds: ``m_diff`` (row - baseline, percent points), ``m_low`` / ``m_high`` (its
+    interval), ``m_resolved`` (+1 / -1 where the interval excludes 0, else 0) and
+    ``m_half_width`` (half the length of the row's own interval); NaN / NA elsewhere. The
+    baseline of a row is the row of the table's baseline variant with the same detector,
+    backbone, dataset and schedule (:func:`eiou.statistics.baseline_rows`).
     """
     by_id = runs.set_index("run_id") if len(runs) else runs
     metrics = list(table["metrics"])
@@ -149,6 +158,7 @@ def build_table(table: Mapping[str, Any], runs: pd.DataFrame) -> pd.DataFrame:
             "chosen": (row.get("chosen") or {}).get("label", ""),
             "n_candidates": len(row.get("candidates") or [None]),
             "has_ground_truth": bool(row.get("has_ground_truth", True)),
+            "is_baseline": row["variant"] == table["baseline"],
         }
         present = [rid for rid in row["run_ids"] if rid in by_id.index]
         measured = by_id.loc[present] if present else None
@@ -167,31 +177,34 @@ def build_table(table: Mapping[str, Any], runs: pd.DataFrame) -> pd.DataFrame:
         record["n_measured"] = n_measured
         rows.append(record)
     frame = pd.DataFrame.from_records(rows)
-    keys = ["detector", "backbone", "dataset", "schedule"]
-    base = frame[frame["variant"] == table["baseline"]].drop_duplicates(keys).set_index(keys)
-    for m in metrics:
-        vs, exceeds = [], []
-        for _, r in frame.iterrows():
-            key = tuple(r[k] for k in keys)
-            if key not in base.index:
-                vs.append(math.nan)
-                exceeds.append(pd.NA)
-                continue
-            b = base.loc[key]
-            diff = r[m] - b[m]
-            vs.append(diff)
-            spread_known = (
-                r["variant"] != table["baseline"]
-                and not math.isnan(r[f"{m}_std"])
-                and not math.isnan(b[f"{m}_std"])
-                and not math.isnan(diff)
-            )
-            exceeds.append(
-                bool(abs(diff) > r[f"{m}_std"] + b[f"{m}_std"]) if spread_known else pd.NA
-            )
-        frame[f"{m}_vs_baseline"] = vs
-        frame[f"{m}_exceeds_spread"] = pd.array(exceeds, dtype="boolean")
+    mine = (
+        comparisons[comparisons["table"] == table["name"]]
+        if comparisons is not None
+        else pd.DataFrame(columns=["row", "metric"])
+    )
+    compared = [m for m in metrics if m in set(mine["metric"])]
+    for m in compared:
+        part = mine[mine["metric"] == m].set_index("row")
+        for column, source in (("diff", "diff"), ("low", "low"), ("high", "high"),
+                               ("half_width", "half_width")):  # fmt: skip
+            frame[f"{m}_{column}"] = frame["row"].map(part[source]).astype(float)
+        frame[f"{m}_resolved"] = frame["row"].map(part["resolved"]).astype("Int64")
+    frame.attrs["interval"] = _interval_facts(mine)
     return frame
+
+
+def _interval_facts(comparisons: pd.DataFrame) -> dict[str, Any]:
+    """What the legend says about the intervals: confidence, replicates, test images."""
+    if comparisons.empty or "replicates" not in comparisons or comparisons["diff"].isna().all():
+        return {}
+    known = comparisons[comparisons["diff"].notna()]
+    images = sorted({int(n) for n in known["n_images"].dropna()})
+    return {
+        "confidence": float(known["confidence"].iloc[0]),
+        "replicates": int(known["replicates"].iloc[0]),
+        "images": images,
+        "seeds": sorted({int(n) for n in known["n_seeds"]}),
+    }
 
 
 # --------------------------------------------------------------------------- rendering
@@ -216,13 +229,32 @@ def _fmt(value: Any, digits: int = 1, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+def _difference_metrics(frame: pd.DataFrame, table: Mapping[str, Any]) -> list[str]:
+    """The metrics whose difference to the baseline a table prints."""
+    return [m for m in DIFFERENCE_METRICS if m in table["metrics"] and f"{m}_diff" in frame]
+
+
+def _difference_cell(r: pd.Series, m: str) -> str:
+    """``+1.2 [-0.3, +2.6]``, with `` *`` where the interval excludes 0."""
+    if r["is_baseline"]:
+        return "baseline"
+    diff = _fmt(r[f"{m}_diff"], signed=True)
+    if not diff:
+        return ""
+    low, high = _fmt(r[f"{m}_low"], signed=True), _fmt(r[f"{m}_high"], signed=True)
+    flag = r[f"{m}_resolved"]
+    mark = " *" if flag is not pd.NA and int(flag) != 0 else ""
+    return f"{diff} [{low}, {high}]{mark}"
+
+
 def _cells(
     frame: pd.DataFrame, table: Mapping[str, Any], pm: str
 ) -> tuple[list[str], list[list[str]]]:
     metrics = list(table["metrics"])
+    compared = _difference_metrics(frame, table)
     header = ["#", "Variant", "Detector", "Backbone", "Dataset"]
     header += [f"{m} (paper, delta)" for m in metrics]
-    header += [f"{metrics[0]} vs {table['baseline']}"]
+    header += [f"Δ{m} vs {table['baseline']}" for m in compared]
     body = []
     for _, r in frame.iterrows():
         label = str(r["label"]) + (f" [{r['chosen']}]" if r.get("chosen") else "")
@@ -238,26 +270,16 @@ def _cells(
                 delta = _fmt(r[f"{m}_delta"], signed=True)
                 mean += f" ({paper}, {delta})" if delta else f" ({paper})"
             cells.append(mean)
-        first = metrics[0]
-        vs = _fmt(r[f"{first}_vs_baseline"], signed=True)
-        flag = r[f"{first}_exceeds_spread"]
-        if vs and r["variant"] != table["baseline"]:
-            vs += "" if flag is pd.NA else (" *" if bool(flag) else " (within spread)")
-        cells.append(vs)
+        cells += [_difference_cell(r, m) for m in compared]
         body.append(cells)
     return header, body
 
 
-def _legend(table: Mapping[str, Any]) -> str:
+def _legend(frame: pd.DataFrame, table: Mapping[str, Any]) -> str:
     seeds = table["seeds"]
-    spread = (
-        "`*`: the difference to the baseline exceeds the seed spread (|diff| > std + std_baseline)."
-        if seeds >= 2
-        else "One seed per row: no seed spread, so no claim that a difference is real."
-    )
     text = (
-        f"Cells: measured mean{' ± std' if seeds >= 2 else ''} over {seeds} seed(s), "
-        f"then (paper, measured - paper). {spread}"
+        f"Cells: measured mean{' ± sample std' if seeds >= 2 else ''} over {seeds} seed(s), "
+        "then (paper, measured - paper)."
     )
     tuning = table.get("tuning")
     if tuning:
@@ -269,6 +291,27 @@ def _legend(table: Mapping[str, Any]) -> str:
             f"{tuning['holdout_seed']}), never the test split; every run of this table "
             "trained on the rest, and the cells are the chosen candidate's test numbers."
         )
+    facts = frame.attrs.get("interval") or {}
+    if not facts:
+        return text + " No differences to the baseline with intervals yet (`eiou compare`)."
+    if not _difference_metrics(frame, table):
+        return text
+    images = "/".join(str(n) for n in facts["images"])
+    text += (
+        f" Δ: the row minus the baseline `{table['baseline']}` (same detector, backbone, "
+        f"dataset and schedule), percent points, with its {facts['confidence']:.0%} interval "
+        f"[low, high]: percentile interval of {facts['replicates']} bootstrap replicates that "
+        f"resample the {images} test images (the same images for both models) and the seeds "
+        "(seeds x images). `*`: the interval excludes 0, so the sign is resolved; without `*` "
+        "the data do not tell whether the row is better or worse."
+    )
+    if min(facts["seeds"], default=seeds) < 2:
+        text += (
+            " One seed per row: the interval covers test-image sampling only, not training "
+            "noise (another seed of the same row may land outside it)."
+        )
+    elif min(facts["seeds"], default=seeds) < 3:
+        text += " Two seeds per row: the seed part of the interval rests on two values."
     return text
 
 
@@ -282,7 +325,7 @@ def to_markdown(frame: pd.DataFrame, table: Mapping[str, Any], plan: Mapping[str
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
-    lines += ["", _legend(table), ""]
+    lines += ["", _legend(frame, table), ""]
     return "\n".join(lines)
 
 
@@ -301,13 +344,14 @@ _LATEX_ESCAPES = {
 
 def _tex(text: str) -> str:
     escaped = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text).replace("±", r"$\pm$")
+    escaped = escaped.replace("Δ", r"$\Delta$")
     return re.sub(r"`([^`]*)`", r"\\texttt{\1}", escaped).replace("|", r"$|$")
 
 
 def to_latex(frame: pd.DataFrame, table: Mapping[str, Any], plan: Mapping[str, Any]) -> str:
     """A booktabs ``table`` environment; the caption carries the preset notice."""
     header, body = _cells(frame, table, "±")
-    caption = f"{table['title']}. {notice(plan)} {_legend(table)}"
+    caption = f"{table['title']}. {notice(plan)} {_legend(frame, table)}"
     lines = [
         r"\begin{table}[t]",
         r"\centering",
@@ -441,16 +485,21 @@ def write_tables(
     runs_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     tables: Sequence[str] | None = None,
+    comparisons: str | os.PathLike[str] | pd.DataFrame | None = None,
 ) -> list[Path]:
     """Gather the runs (``runs.csv``) and write every table of ``plan``, and the scoring
-    table where the plan has IoU-head runs (``tables``: only these names)."""
+    table where the plan has IoU-head runs (``tables``: only these names); ``comparisons``
+    (``eiou compare``'s CSV or its frame) adds the differences to the baseline with their
+    intervals."""
+    if comparisons is not None and not isinstance(comparisons, pd.DataFrame):
+        comparisons = read_comparisons(comparisons)
     runs = gather_runs(plan, runs_dir)
     written = [Path(out_dir) / "runs.csv"]
     write_text(written[0], runs.to_csv(index=False))
     for table in plan["tables"]:
         if tables and table["name"] not in tables:
             continue
-        frame = build_table(table, runs)
+        frame = build_table(table, runs, comparisons)
         written += write_table(frame, table, plan, out_dir)
     if rescored_runs(plan) and (not tables or SCORING_TABLE in tables):
         written += write_scoring_table(plan, runs_dir, out_dir)

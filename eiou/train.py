@@ -25,7 +25,9 @@ log, checkpoint and show progress after each step.
   different run config is refused; one written by different ``eiou`` code is resumed with
   a warning in the log and a ``resumed`` record in ``train_log.jsonl`` (never silently).
 - At the end ``model_final.pth`` (final weights, config, class names, iteration,
-  provenance) is written, then the final checkpoint. A complete run whose
+  provenance: the training machine's threads, CPU/GPU, torch/CUDA/cuDNN versions and
+  determinism flags, the code digest, the calibrated stage settings) is written, then the
+  final checkpoint. A complete run whose
   ``model_final.pth`` was removed (``snakemake -R train``, or by hand) trains again from
   scratch instead of re-saving the old weights.
 - A non-finite loss stops the run before the optimizer step with
@@ -538,7 +540,7 @@ def _restart_log(path: Path, start_iter: int) -> None:
 
 
 def _final_payload(state: TrainState, class_names: Sequence[str]) -> dict[str, Any]:
-    from eiou.evaluate import provenance
+    from eiou.provenance import provenance
 
     return {
         "model": unwrap(state.model).state_dict(),

@@ -179,11 +179,12 @@ def test_mismatched_predictions_and_missing_ground_truth_are_errors() -> None:
 
 
 def test_write_metrics_and_provenance(tmp_path: Path) -> None:
-    spec = {"name": "r1", "seed": 7, "model": {"scoring": {"method": "cls_times_iou"},
-            "box_loss": {"name": "eiou", "gradient": "appendix"}}}  # fmt: skip
-    record = evaluate.provenance(spec, extra_key="x")
-    assert record["seed"] == 7 and record["scoring"] == "cls_times_iou"
-    assert record["gradient_mode"] == "appendix" and record["extra_key"] == "x"
+    config = {"name": "r1", "seed": 7, "model": {"scoring": {"method": "cls_x_iou"},
+              "iou_head": {"enabled": True},
+              "box_loss": {"name": "eiou", "gradient": "paper"}}}  # fmt: skip
+    record = evaluate.provenance(config, extra_key="x")
+    assert record["seed"] == 7 and record["scoring"] == "cls_x_iou" and record["run_id"] == "r1"
+    assert record["gradient_mode"] == "paper" and record["extra_key"] == "x"
     assert set(record["versions"]) >= {"python", "torch", "torchvision", "pycocotools",
                                        "numpy", "eiou"}  # fmt: skip
     assert record["versions"]["numpy"] == np.__version__
@@ -196,6 +197,91 @@ def test_write_metrics_and_provenance(tmp_path: Path) -> None:
     host = socket.gethostname()
     assert "hostname" not in text and (len(host) < 4 or host not in text)
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]  # no temporaries
+
+
+def _case_with_crowd() -> tuple[dict, list[dict]]:
+    """Two classes (the third without ground truth), a crowd region, an empty image, a
+    detection matched only at low thresholds, false positives and tied scores."""
+    gt = _gt([[(1, [10, 10, 50, 40]), (2, [100, 120, 30, 90])],
+              [(1, [5, 200, 200, 150]), (1, [300, 20, 60, 60])], [], [(2, [40, 40, 80, 80])]],
+             num_classes=3)  # fmt: skip
+    gt["annotations"][3]["iscrowd"] = 1  # the second box of image 2
+    preds = [
+        {"image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 40], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": [12, 11, 50, 40], "score": 0.9},
+        {"image_id": 1, "category_id": 2, "bbox": _shift([100, 120, 30, 90], 6), "score": 0.8},
+        {"image_id": 2, "category_id": 1, "bbox": [5, 200, 190, 150], "score": 0.7},
+        {"image_id": 2, "category_id": 1, "bbox": [305, 25, 50, 50], "score": 0.6},  # crowd
+        {"image_id": 3, "category_id": 2, "bbox": [0, 0, 20, 20], "score": 0.95},
+        {"image_id": 4, "category_id": 3, "bbox": [40, 40, 80, 80], "score": 0.5},
+    ]
+    return gt, preds
+
+
+def test_image_records_are_the_evaluators_per_image_results(tmp_path: Path) -> None:
+    gt, preds = _case_with_crowd()
+    e = _raw(gt, preds)
+    metrics, records = evaluate.evaluate_with_records(gt, preds)
+    assert metrics == {
+        **evaluate.evaluate_predictions(gt, preds),
+        "evaluator": metrics["evaluator"],
+    }
+    assert records.image_ids.tolist() == [1, 2, 3, 4]
+    assert records.category_ids.tolist() == [1, 2, 3]
+    assert records.iou_thresholds.tolist() == pytest.approx(THRESHOLDS)
+    n_img, n_area = 4, len(e.params.areaRng)
+    expected_gt = np.zeros((3, 4), dtype=int)
+    rows = []
+    for k in range(3):
+        for i in range(n_img):
+            entry = e.evalImgs[k * n_area * n_img + i]  # area "all" is the first range
+            if entry is None:
+                continue
+            assert entry["aRng"] == [0, 1e10] and entry["maxDet"] == 100
+            expected_gt[k, i] = int(np.sum(np.asarray(entry["gtIgnore"]) == 0))
+            for d, score in enumerate(entry["dtScores"]):
+                rows.append((k, i, score, entry["dtMatches"][:, d] > 0, entry["dtIgnore"][:, d]))
+    assert records.num_gt.tolist() == expected_gt.tolist()
+    assert expected_gt.tolist() == [[1, 1, 0, 0], [1, 0, 0, 1], [0, 0, 0, 0]]  # crowd not counted
+    assert records.num_detections == len(rows) == len(preds)
+    for n, (k, i, score, matched, ignored) in enumerate(rows):
+        assert (records.det_category[n], records.det_image[n]) == (k, i)
+        assert records.det_score[n] == score
+        assert records.det_matched[n].tolist() == matched.tolist()
+        assert records.det_ignored[n].tolist() == np.asarray(ignored, bool).tolist()
+    # the crowd-matched detection is ignored, not a false positive; the shifted one is
+    # matched up to IoU 24/36 = 0.67 only
+    crowd = int(np.flatnonzero(records.det_score == 0.6)[0])
+    assert records.det_ignored[crowd].all() and records.det_matched[crowd].all()
+    shifted = int(np.flatnonzero(records.det_score == 0.8)[0])
+    assert records.det_matched[shifted].tolist() == [True] * 4 + [False] * 6
+
+    path = tmp_path / "r" / evaluate.RECORDS_FILE
+    evaluate.write_image_records(path, records)
+    loaded = evaluate.load_image_records(path)
+    for name in ("image_ids", "category_ids", "iou_thresholds", "num_gt", "det_category",
+                 "det_image", "det_score", "det_matched", "det_ignored"):  # fmt: skip
+        a, b = getattr(records, name), getattr(loaded, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert loaded.evaluator == "pycocotools"
+    assert sorted(p.name for p in path.parent.iterdir()) == [evaluate.RECORDS_FILE]
+
+
+def test_image_records_are_compact(tmp_path: Path) -> None:
+    """2000 detections on 200 images and 10 classes: flags bit-packed, compressed."""
+    rng = np.random.default_rng(3)
+    images = [[(int(rng.integers(1, 11)), [float(v) for v in (*rng.uniform(0, 300, 2), 40, 40)])
+               for _ in range(3)] for _ in range(200)]  # fmt: skip
+    gt = _gt(images, num_classes=10)
+    preds = [{"image_id": a["image_id"], "category_id": a["category_id"],
+              "bbox": _shift(a["bbox"], float(rng.normal(0, 4))), "score": float(rng.uniform())}
+             for a in gt["annotations"] for _ in range(3)]  # fmt: skip
+    _, records = evaluate.evaluate_with_records(gt, preds + preds[:200])
+    path = tmp_path / "eval_images.npz"
+    evaluate.write_image_records(path, records)
+    assert records.num_detections == 2000
+    # scores (8 bytes) + two indices (4 + 4) + two packed flag rows (2 + 2) per detection
+    assert path.stat().st_size < 2000 * 20 + 200 * 10 * 4 + 4096
 
 
 def test_coco_results_format(tmp_path: Path) -> None:
@@ -235,3 +321,20 @@ def test_cli_evaluate(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["AP"] == pytest.approx(1.0)
     assert metrics["provenance"]["seed"] == 3 and metrics["provenance"]["run_id"] == "abc"
+    assert metrics["provenance"]["scoring"] == "cls"
+    environment = metrics["provenance"]["environment"]
+    assert environment["threads"]["torch_num_threads"] >= 1
+    assert "deterministic_algorithms" in environment["determinism"]
+    records = evaluate.load_image_records(tmp_path / evaluate.RECORDS_FILE)
+    assert records.num_detections == 1 and records.det_matched.all()
+    # an explicit records path; an invalid run config is an error, not a silent default
+    out = tmp_path / "elsewhere" / "records.npz"
+    rc = main(["evaluate", "--gt", str(tmp_path / "gt.json"), "--predictions",
+               str(tmp_path / "pred.json"), "--output", str(tmp_path / "m2.json"),
+               "--image-records", str(out)])  # fmt: skip
+    assert rc == 0 and out.exists()
+    (tmp_path / "bad.yaml").write_text("model: {box_loss: {name: smooth_l1, power: -1}}\n")
+    rc = main(["evaluate", "--gt", str(tmp_path / "gt.json"), "--predictions",
+               str(tmp_path / "pred.json"), "--output", str(tmp_path / "m3.json"),
+               "--run-config", str(tmp_path / "bad.yaml")])  # fmt: skip
+    assert rc == 2 and not (tmp_path / "m3.json").exists()

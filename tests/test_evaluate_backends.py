@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from coco_cases import CASES
+from coco_cases import coco_case as _case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,60 +29,6 @@ from eiou.cli import main
 pytest.importorskip("faster_coco_eval")
 
 TOLERANCE = 1e-12  # last-bit differences only (see the module docstring)
-SIZE = 640
-
-
-def _case(
-    seed: int,
-    num_images: int = 12,
-    num_classes: int = 5,
-    max_objects: int = 12,
-    copies: int = 4,
-    false_positives: int = 40,
-    crowd_rate: float = 0.1,
-    score_decimals: int | None = None,
-) -> tuple[dict, list[dict]]:
-    """(ground truth, predictions): log-uniform box sizes (small, medium and large),
-    ``copies`` noisy detections per object, false positives; the last image has no
-    detections and the last class no ground truth."""
-    rng = np.random.default_rng(seed)
-    images = [
-        {"id": i, "file_name": f"{i}.png", "width": SIZE, "height": SIZE}
-        for i in range(1, num_images + 1)
-    ]
-    categories = [{"id": c, "name": f"class{c}"} for c in range(1, num_classes + 1)]
-    anns: list[dict] = []
-    for image in images:
-        for _ in range(int(rng.integers(0, max_objects + 1))):
-            w, h = np.exp(rng.uniform(np.log(4), np.log(400), 2))
-            x, y = rng.uniform(0, SIZE - w), rng.uniform(0, SIZE - h)
-            crowd = int(rng.uniform() < crowd_rate)
-            anns.append({"id": len(anns) + 1, "image_id": image["id"],
-                         "category_id": int(rng.integers(1, num_classes)),
-                         "bbox": [float(x), float(y), float(w), float(h)],
-                         "area": float(w * h), "iscrowd": crowd})  # fmt: skip
-    preds: list[dict] = []
-
-    def score() -> float:
-        s = float(rng.uniform())
-        return s if score_decimals is None else round(s, score_decimals)
-
-    for ann in anns:
-        if ann["image_id"] == num_images:
-            continue
-        x, y, w, h = ann["bbox"]
-        for _ in range(int(rng.integers(0, copies + 1))):
-            j = rng.normal(0, 0.06, 4) * [w, h, w, h]
-            preds.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
-                          "bbox": [x + j[0], y + j[1], abs(w + j[2]), abs(h + j[3])],
-                          "score": score()})  # fmt: skip
-    for _ in range(false_positives):
-        w, h = np.exp(rng.uniform(np.log(2), np.log(300), 2))
-        preds.append({"image_id": int(rng.integers(1, num_images)),
-                      "category_id": int(rng.integers(1, num_classes + 1)),
-                      "bbox": [float(v) for v in (*rng.uniform(0, SIZE - 300, 2), w, h)],
-                      "score": score()})  # fmt: skip
-    return {"images": images, "annotations": anns, "categories": categories}, preds
 
 
 def _differences(a: Any, b: Any, path: str = "") -> list[str]:
@@ -112,17 +60,6 @@ def _both(gt: dict, preds: list[dict]) -> tuple[dict, dict]:
     return ref, fast
 
 
-CASES = {
-    "100-per-image": {"seed": 0, "num_images": 10, "max_objects": 24, "copies": 8,
-                      "false_positives": 300},
-    # over 100 detections per image (pycocotools' maxDets cut), many tied scores
-    "crowded-ties": {"seed": 1, "num_images": 6, "max_objects": 30, "copies": 12,
-                     "false_positives": 300, "score_decimals": 1},
-    "crowd-regions": {"seed": 2, "num_images": 20, "num_classes": 3, "max_objects": 4,
-                      "copies": 2, "crowd_rate": 0.3, "score_decimals": 2},
-}  # fmt: skip
-
-
 @pytest.mark.parametrize("options", list(CASES.values()), ids=list(CASES))
 def test_backends_give_identical_metrics(options: dict) -> None:
     gt, preds = _case(**options)
@@ -137,6 +74,28 @@ def test_backends_give_identical_metrics(options: dict) -> None:
         0 < ref["AP90"] < ref["AP50"] < 1
         and ref["per_class_AP"][f"class{len(gt['categories'])}"] is None
     )
+
+
+RECORD_FIELDS = ("image_ids", "category_ids", "iou_thresholds", "num_gt", "det_category",
+                 "det_image", "det_score", "det_matched", "det_ignored")  # fmt: skip
+
+
+@pytest.mark.parametrize("options", list(CASES.values()), ids=list(CASES))
+def test_backends_give_identical_image_records(options: dict) -> None:
+    """The per-image records (pycocotools' evalImgs; faster_coco_eval's C++ per-image
+    results) are the same arrays, bit for bit, and the metrics beside them are unchanged."""
+    gt, preds = _case(**options)
+    ref_metrics, ref = evaluate.evaluate_with_records(gt, preds)
+    fast_metrics, fast = evaluate.evaluate_with_records(gt, preds, backend="faster_coco_eval")
+    for name in RECORD_FIELDS:
+        a, b = getattr(ref, name), getattr(fast, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert ref.det_ignored.any() and ref.det_matched.any() and not ref.det_matched.all()
+    assert (ref.evaluator, fast.evaluator) == ("pycocotools", "faster_coco_eval")
+    for metrics in (ref_metrics, fast_metrics):
+        del metrics["evaluator"]
+    assert _differences(ref_metrics, fast_metrics) == []
+    assert _differences(ref_metrics, _both(gt, preds)[0]) == []
 
 
 def test_empty_predictions_and_perfect_predictions_agree() -> None:

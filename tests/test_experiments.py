@@ -120,10 +120,22 @@ def test_unknown_variant_dataset_schedule_are_reported():
 
 
 def test_every_preset_validates():
-    for preset in ("mini", "smoke", "paper"):
-        config = experiments.load_config(ROOT / "config" / f"{preset}.yaml")
-        assert config["preset"] == preset
-        assert config["paper_setting"] is (preset == "paper")
+    for path in sorted((ROOT / "config").glob("*.yaml")):
+        config = experiments.load_config(path)
+        assert config["preset"] == path.stem
+        assert config["paper_setting"] is (path.stem == "paper")
+
+
+def test_study_preset_gives_every_variant_the_same_budget():
+    """config/study.yaml: Tables I and II analogues, 3 seeds, two learning rates per variant
+    chosen on a held-out validation split; 13 configurations x 2 candidates x 3 seeds."""
+    plan = build_plan(experiments.load_config(ROOT / "config" / "study.yaml"))
+    assert len(plan["runs"]) == 13 * 2 * 3
+    for table in plan["tables"]:
+        assert table["tuning"] and table["seeds"] == 3
+        assert {len(r["candidates"]) for r in table["rows"]} == {2}
+    assert all(s["data"]["holdout"]["fraction"] == 0.2 for s in plan["runs"].values())
+    assert {s["train"]["base_lr"] for s in plan["runs"].values()} == {0.01, 0.02}
 
 
 # --------------------------------------------------------------------------- data roots

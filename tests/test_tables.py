@@ -82,29 +82,43 @@ def test_mean_std_paper_delta(table_frame):
     assert r["n_seeds"] == 2 and r["n_measured"] == 2
 
 
-def test_difference_to_baseline_and_seed_spread(table_frame):
-    _, frame = table_frame
-    # Faster R-CNN: 46 - 41 = 5 > sqrt(2) + sqrt(2)
+def comparisons_for(plan: dict, replicates: int = 2000) -> pd.DataFrame:
+    """A hand-made comparisons frame (the columns of eiou.statistics.COLUMNS that the
+    tables read): giou vs smooth_l1 on Faster R-CNN +5.0 [+1.0, +9.0] (resolved), on
+    RetinaNet +0.0 [-3.0, +2.5] (not); AP90 of Faster R-CNN -2.0 [-3.5, -0.5] (resolved)."""
+    lines = []
+    values = {
+        ("giou", "faster_rcnn"): {"AP": (5.0, 1.0, 9.0), "AP90": (-2.0, -3.5, -0.5)},
+        ("giou", "retinanet"): {"AP": (0.0, -3.0, 2.5), "AP90": (1.0, -1.0, 3.0)},
+    }
+    for i, row in enumerate(plan["tables"][0]["rows"], start=1):
+        for m in ("AP", "AP50", "AP75", "AP90", "AR100"):
+            diff, low, high = values.get((row["variant"], row["detector"]), {}).get(m, (0, 0, 0))
+            lines.append({"table": "t2", "row": i, "variant": row["variant"],
+                          "detector": row["detector"], "metric": m, "diff": diff, "low": low,
+                          "high": high, "resolved": 1 if low > 0 else (-1 if high < 0 else 0),
+                          "half_width": 1.5, "n_seeds": 2, "n_images": 32,
+                          "replicates": replicates, "confidence": 0.95})  # fmt: skip
+    frame = pd.DataFrame(lines)
+    frame["resolved"] = frame["resolved"].astype("Int64")
+    return frame
+
+
+def test_difference_to_baseline_with_interval(table_frame):
+    plan, _ = table_frame
+    runs = tables.gather_runs(plan, Path("/nonexistent"))
+    frame = tables.build_table(plan["tables"][0], runs, comparisons_for(plan))
+    frame = frame.set_index(["variant", "detector"])
     r = frame.loc[("giou", "faster_rcnn")]
-    assert r["AP_vs_baseline"] == pytest.approx(5.0)
-    assert bool(r["AP_exceeds_spread"]) is True
-    # RetinaNet: 33 - 33 = 0, within the spread
+    assert (r["AP_diff"], r["AP_low"], r["AP_high"], r["AP_resolved"]) == (5.0, 1.0, 9.0, 1)
+    assert r["AP90_resolved"] == -1 and r["AP_half_width"] == 1.5
     r = frame.loc[("giou", "retinanet")]
-    assert r["AP_vs_baseline"] == pytest.approx(0.0)
-    assert bool(r["AP_exceeds_spread"]) is False
-    # the baseline itself: difference 0, no claim
-    r = frame.loc[("smooth_l1", "faster_rcnn")]
-    assert r["AP_vs_baseline"] == 0.0 and pd.isna(r["AP_exceeds_spread"])
-
-
-def test_spread_needs_two_seeds(tmp_path):
-    plan = make_plan()
-    fabricate(plan, tmp_path, skip={("giou", "faster_rcnn", 1)})
-    frame = tables.build_table(plan["tables"][0], tables.gather_runs(plan, tmp_path))
-    r = frame.set_index(["variant", "detector"]).loc[("giou", "faster_rcnn")]
-    assert r["n_measured"] == 1 and r["AP"] == pytest.approx(45.0) and math.isnan(r["AP_std"])
-    assert r["AP_vs_baseline"] == pytest.approx(4.0)
-    assert pd.isna(r["AP_exceeds_spread"])
+    assert r["AP_diff"] == 0.0 and r["AP_resolved"] == 0
+    assert frame.loc[("smooth_l1", "faster_rcnn"), "is_baseline"]
+    assert "AP50_diff" not in frame  # only the table's metrics
+    # no comparisons: no difference columns, and no claim
+    plain = tables.build_table(plan["tables"][0], runs)
+    assert not any(c.endswith(("_diff", "_resolved")) for c in plain.columns)
 
 
 def test_percent_units_are_not_scaled(tmp_path):
@@ -119,19 +133,26 @@ def test_percent_units_are_not_scaled(tmp_path):
 def test_written_files(tmp_path):
     plan = make_plan()
     fabricate(plan, tmp_path / "runs")
-    written = tables.write_tables(plan, tmp_path / "runs", tmp_path / "tables")
+    comparisons = comparisons_for(plan)
+    written = tables.write_tables(plan, tmp_path / "runs", tmp_path / "tables", None, comparisons)
     assert sorted(str(p) for p in written) == sorted(
         str(tmp_path / p) for p in tables.expected_files(plan, "tables")
     )
     csv = pd.read_csv(tmp_path / "tables" / "t2.csv")
     assert len(csv) == 4 and set(csv["preset"]) == {"unit"} and not csv["paper_setting"].any()
     assert csv["notice"].str.contains("NOT the paper's setting").all()
+    assert {"AP_diff", "AP_low", "AP_high", "AP_resolved", "AP90_diff"} <= set(csv.columns)
     md = (tmp_path / "tables" / "t2.md").read_text()
     assert "NOT the paper's setting" in md
     assert "| 46.0 ± 1.4 (46.9, -0.9) |" in md
-    assert "+5.0 *" in md and "+0.0 (within spread)" in md
+    assert "| ΔAP vs smooth_l1 | ΔAP90 vs smooth_l1 |" in md
+    assert "| +5.0 [+1.0, +9.0] * | -2.0 [-3.5, -0.5] * |" in md
+    assert "| +0.0 [-3.0, +2.5] | +1.0 [-1.0, +3.0] |" in md  # not resolved: no mark
+    assert "| baseline | baseline |" in md
+    assert "2000 bootstrap replicates" in md and "32 test images" in md and "95% interval" in md
     tex = (tmp_path / "tables" / "t2.tex").read_text()
     assert r"46.0 $\pm$ 1.4 (46.9, -0.9)" in tex and r"\label{tab:t2}" in tex
+    assert r"$\Delta$AP vs smooth\_l1" in tex and r"95\% interval" in tex
     assert "smooth_l1" not in tex.replace(r"smooth\_l1", "")  # underscores escaped
     runs = pd.read_csv(tmp_path / "tables" / "runs.csv")
     assert len(runs) == 8
@@ -150,4 +171,11 @@ def test_one_seed_legend(tmp_path):
     fabricate(plan, tmp_path / "runs")
     tables.write_tables(plan, tmp_path / "runs", tmp_path / "tables")
     md = (tmp_path / "tables" / "t2.md").read_text()
-    assert "One seed per row" in md and "±" not in md.split("\n\n")[3]
+    assert "over 1 seed(s)" in md and "±" not in md.split("\n\n")[3]
+    assert "No differences to the baseline with intervals yet" in md
+    comparisons = comparisons_for(plan, replicates=500)
+    comparisons["n_seeds"] = 1
+    tables.write_tables(plan, tmp_path / "runs", tmp_path / "tables", None, comparisons)
+    md = (tmp_path / "tables" / "t2.md").read_text()
+    assert "One seed per row: the interval covers test-image sampling only" in md
+    assert "500 bootstrap replicates" in md

@@ -70,9 +70,12 @@ def fabricate(plan: dict, runs_dir: Path) -> None:
 def test_expected_figure_lists():
     plan = make_plan()
     stems = figures.experiment_figure_stems(plan)
-    assert stems == ["fig7_recall_vs_iou", "ap_by_iou", "ablation_t1", "training_curves"]
+    assert stems == [
+        "fig7_recall_vs_iou", "ap_by_iou", "ablation_t1", "differences_t2", "training_curves",
+    ]  # fmt: skip
     files = figures.expected_figures(plan, "out")
-    assert len(files) == 8 and {Path(f).suffix for f in files} == {".png", ".pdf"}
+    assert len(files) == 10 and {Path(f).suffix for f in files} == {".png", ".pdf"}
+    assert figures.figure_kind("out/differences_t2.png") == "Differences to the baseline"
     assert len(figures.expected_toy_figures("out")) == 2 * len(figures.TOY_TABLES)
 
 
@@ -95,8 +98,19 @@ def test_figures_and_summary_are_written(tmp_path):
     plan = make_plan()
     runs_dir, fig_dir, tab_dir = tmp_path / "runs", tmp_path / "figures", tmp_path / "tables"
     fabricate(plan, runs_dir)
-    tables.write_tables(plan, runs_dir, tab_dir)
-    written = figures.make_experiment_figures(plan, runs_dir, fig_dir)
+    comparisons = pd.DataFrame(
+        [{"table": t["name"], "row": i, "variant": r["variant"], "label": r["label"],
+          "detector": r["detector"], "dataset": r["dataset"], "metric": m,
+          "diff": 0.0 if r["variant"] == t["baseline"] else 1.0 + i, "low": -0.5 + i,
+          "high": 2.5 + i, "half_width": 1.0, "resolved": int(i > 1), "baseline_row": 1,
+          "n_seeds": 2,
+          "n_images": 32, "replicates": 1000, "confidence": 0.95}
+         for t in plan["tables"] for i, r in enumerate(t["rows"], start=1)
+         for m in ("AP", "AP75", "AP90")]
+    )  # fmt: skip
+    comparisons["resolved"] = comparisons["resolved"].astype("Int64")
+    tables.write_tables(plan, runs_dir, tab_dir, None, comparisons)
+    written = figures.make_experiment_figures(plan, runs_dir, fig_dir, comparisons)
     assert sorted(map(str, written)) == sorted(figures.expected_figures(plan, str(fig_dir)))
     for path in written:
         head = path.read_bytes()[:8]
@@ -121,5 +135,6 @@ def test_figures_and_summary_are_written(tmp_path):
     assert "NOT the paper's setting" in text
     assert "### Ablation" in text and "### Detectors" in text
     assert "](../figures/fig7_recall_vs_iou.png)" in text
-    assert "](../tables/t1.csv)" in text
+    assert "](../tables/t1.csv)" in text and "](../tables/comparisons.csv)" in text
+    assert "| ΔAP vs smooth_l1 |" in text and "| +3.0 [+1.5, +4.5] * |" in text
     assert all(f"`{rid}`" in text for rid in plan["runs"])

@@ -96,7 +96,8 @@ def test_smoke_preset_on_slurm(cluster, tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert (tmp_path / "reports" / "summary.md").read_text().count("NOT the paper's setting")
     tables = sorted(p.name for p in (tmp_path / "results" / "tables").iterdir())
-    assert tables == ["runs.csv", "table1.csv", "table1.md", "table1.tex"]
+    assert tables == ["comparisons.csv", "runs.csv", "table1.csv", "table1.md", "table1.tex"]
     metrics = list((tmp_path / "results" / "runs").glob("*/metrics.json"))
     assert len(metrics) == 2
+    assert len(list((tmp_path / "results" / "runs").glob("*/eval_images.npz"))) == 2
     shutil.rmtree(tmp_path / "results" / "data", ignore_errors=True)

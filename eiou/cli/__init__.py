@@ -20,6 +20,7 @@ VERBS: tuple[str, ...] = (
     "rescore",
     "evaluate",
     "select",
+    "compare",
     "tables",
     "figures",
     "report",

@@ -33,10 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output", type=Path, required=True, help="metrics JSON to write")
     parser.add_argument(
+        "--image-records",
+        type=Path,
+        default=None,
+        help="per-image evaluation records to write (.npz, read by `eiou compare`; default: "
+        f"{evaluate.RECORDS_FILE} beside a metrics.json --output, eval_images_<x>.npz beside "
+        "metrics_<x>.json)",
+    )
+    parser.add_argument(
         "--run-config",
         type=Path,
         default=None,
-        help="run spec YAML: its seed, loss, gradient and scoring modes go into the provenance",
+        help="run config or run spec YAML: its name, seed, loss, gradient and scoring modes "
+        "go into the provenance",
     )
     parser.add_argument(
         "--backend",
@@ -60,16 +69,15 @@ def _ground_truth(args: argparse.Namespace, run_config: dict) -> object:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_config = {}
-    if args.run_config is not None:
-        import yaml
+    from eiou.config import RunConfigError, load_run_config
 
-        with open(args.run_config, encoding="utf-8") as handle:
-            run_config = yaml.safe_load(handle) or {}
     try:
+        run_config = load_run_config(args.run_config) if args.run_config is not None else {}
         gt = _ground_truth(args, run_config)
-        metrics = evaluate.evaluate_predictions(gt, args.predictions, backend=args.backend)
-    except (OSError, ValueError, ImportError) as err:
+        metrics, records = evaluate.evaluate_with_records(
+            gt, args.predictions, backend=args.backend
+        )
+    except (OSError, ValueError, ImportError, RunConfigError) as err:
         print(f"eiou evaluate: {err}", file=sys.stderr)
         return 2
     record = evaluate.provenance(
@@ -77,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         ground_truth=str(args.gt) if args.gt is not None else f"split {args.split}",
         predictions=str(args.predictions),
     )
+    records_path = args.image_records or evaluate.records_path_for(args.output)
+    evaluate.write_image_records(records_path, records)
     evaluate.write_metrics(args.output, metrics, record)
     shown = ("AP", "AP50", "AP75", "AP90", "APs", "APm", "APl", "AR100")
     print(
@@ -84,5 +94,5 @@ def run(args: argparse.Namespace) -> int:
             f"{k}={100 * metrics[k]:.1f}" if metrics[k] is not None else f"{k}=n/a" for k in shown
         )
     )
-    print(f"wrote {args.output}")
+    print(f"wrote {args.output} and {records_path}")
     return 0

@@ -14,6 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runs-dir", default="results/runs", help="folder of <run_id>/metrics.json"
     )
+    parser.add_argument(
+        "--comparisons",
+        default=None,
+        help="eiou compare's CSV: print each row's difference to the baseline with its interval",
+    )
     parser.add_argument("--out-dir", default="results/tables")
     parser.add_argument(
         "--table",
@@ -24,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     plan = experiments.load_plan(args.plan)
-    for path in tables.write_tables(plan, args.runs_dir, args.out_dir, args.table):
+    written = tables.write_tables(plan, args.runs_dir, args.out_dir, args.table, args.comparisons)
+    for path in written:
         print(path)
     return 0

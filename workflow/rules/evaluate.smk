@@ -1,4 +1,5 @@
-# COCO-protocol evaluation of one run (AP, AP50/75/90, APs/m/l, recall per IoU).
+# COCO-protocol evaluation of one run (AP, AP50/75/90, APs/m/l, recall per IoU) and its
+# per-image records (what the bootstrap of the compare rule resamples).
 
 
 rule evaluate:
@@ -7,7 +8,8 @@ rule evaluate:
         data=run_dataset,
         predictions="results/runs/{run}/predictions.json",
     output:
-        "results/runs/{run}/metrics.json",
+        metrics="results/runs/{run}/metrics.json",
+        records="results/runs/{run}/eval_images.npz",
     log:
         "results/logs/evaluate/{run}.log",
     params:
@@ -21,7 +23,8 @@ rule evaluate:
         "../../envs/eiou.yaml"
     shell:
         "python -m eiou.cli evaluate --gt {params.gt} --predictions {input.predictions}"
-        " --output {output} --run-config {input.spec} > {log} 2>&1"
+        " --output {output.metrics} --image-records {output.records}"
+        " --run-config {input.spec} > {log} 2>&1"
 
 
 # Runs without public ground truth (COCO test-dev, Table IV): the zip to upload to the COCO

@@ -60,7 +60,8 @@ use rule evaluate as evaluate_rescored with:
         data=run_dataset,
         predictions="results/runs/{run}/rescored/{method}/predictions.json",
     output:
-        "results/runs/{run}/rescored/{method}/metrics.json",
+        metrics="results/runs/{run}/rescored/{method}/metrics.json",
+        records="results/runs/{run}/rescored/{method}/eval_images.npz",
     log:
         "results/logs/evaluate_rescored/{run}/{method}.log",
     wildcard_constraints:

@@ -1,10 +1,12 @@
-# Gather every metrics.json into one frame; build each table (paper numbers beside).
+# Gather every metrics.json into one frame; build each table (paper numbers beside, the
+# differences to the baseline with their intervals from the compare rule).
 
 
 rule tables:
     input:
         plan="results/plan_selected.json",
         metrics=expand("results/runs/{run}/metrics.json", run=EVALUATED),
+        comparisons=COMPARISONS,
         rescored=RESCORED_METRICS,
     output:
         [
@@ -29,14 +31,15 @@ rule tables:
     conda:
         "../../envs/eiou.yaml"
     shell:
-        "python -m eiou.cli tables --plan {input.plan} --runs-dir results/runs --out-dir results/tables"
-        " > {log} 2>&1"
+        "python -m eiou.cli tables --plan {input.plan} --runs-dir results/runs"
+        " --comparisons {input.comparisons} --out-dir results/tables > {log} 2>&1"
 
 
 rule figures:
     input:
         plan="results/plan_selected.json",
         runs="results/tables/runs.csv",
+        comparisons=COMPARISONS,
         train_logs=expand("results/runs/{run}/train_log.jsonl", run=RUNS),
     output:
         [
@@ -59,5 +62,5 @@ rule figures:
     conda:
         "../../envs/eiou.yaml"
     shell:
-        "python -m eiou.cli figures --plan {input.plan} --runs-dir results/runs --out-dir reports/figures"
-        " > {log} 2>&1"
+        "python -m eiou.cli figures --plan {input.plan} --runs-dir results/runs"
+        " --comparisons {input.comparisons} --out-dir reports/figures > {log} 2>&1"

@@ -32,7 +32,8 @@ rule evaluate_val:
         data=run_dataset,
         predictions="results/runs/{run}/predictions_val.json",
     output:
-        "results/runs/{run}/metrics_val.json",
+        metrics="results/runs/{run}/metrics_val.json",
+        records="results/runs/{run}/eval_images_val.npz",
     log:
         "results/logs/evaluate_val/{run}.log",
     threads: res("evaluate", "threads")
@@ -44,7 +45,8 @@ rule evaluate_val:
         "../../envs/eiou.yaml"
     shell:
         "python -m eiou.cli evaluate --run-config {input.spec} --split val"
-        " --predictions {input.predictions} --output {output} > {log} 2>&1"
+        " --predictions {input.predictions} --output {output.metrics}"
+        " --image-records {output.records} > {log} 2>&1"
 
 
 rule select:
