@@ -12,7 +12,7 @@ config are the same thing. In short::
     model       engine, detector, backbone, weights, norm, trainable_layers, min_size,
                 max_size, anchor_sizes, head_norm, options,
                 box_loss: {name, power, sot, gradient, coder, coder_weights, weight, ...},
-                rpn_box_loss, iou_head: {enabled, weight},
+                rpn_box_loss, iou_head: {enabled, weight, negatives},
                 scoring: {method, nms_threshold, score_threshold, detections_per_image}
     train       max_iter, batch_size (images per iteration over all processes), base_lr at
                 base_batch_size images (linear scaling), momentum, weight_decay,

@@ -6,6 +6,10 @@ its ground truth (no gradient into ``q_g``), with the KL divergence of Eq. 32 be
 Bernoulli(``q_g``) and Bernoulli(``q_p``). ``q_g`` is the *standard* IoU (EIoU clamped at 0),
 so it is in ``[0, 1]`` even for a positive whose prediction drifted off its target, and it is
 computed here from boxes, so the head works with any localisation loss.
+
+The paper trains the head on positives only. :func:`best_iou_target` gives the target of a
+box that has no assigned ground truth (a sampled negative, ``model.iou_head.negatives:
+true``, a labelled departure from the paper): its IoU with the ground truth it overlaps most.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from torch import Tensor, nn
 from eiou import metrics
 from eiou.losses import reduce_loss
 
-__all__ = ["IoUHead", "iou_head_loss", "iou_target"]
+__all__ = ["IoUHead", "best_iou_target", "iou_head_loss", "iou_target"]
 
 
 class IoUHead(nn.Module):
@@ -46,6 +50,24 @@ def iou_target(pred_boxes: Tensor, target_boxes: Tensor) -> Tensor:
     """
     with torch.no_grad():
         return metrics.iou(pred_boxes.detach(), target_boxes.detach()).clamp(0, 1)
+
+
+def best_iou_target(pred_boxes: Tensor, gt_boxes: Tensor) -> Tensor:
+    """``q_g`` of boxes without an assigned ground truth: for each of ``pred_boxes`` ``(N, 4)``
+    its standard IoU with the one of ``gt_boxes`` ``(G, 4)`` it overlaps most, ``(N,)``.
+
+    Both xyxy in one frame (e.g. the network's input pixels); the IoU is
+    :func:`eiou.metrics.iou`, as for :func:`iou_target`. 0 where ``G == 0``. Detached, in
+    ``[0, 1]``.
+    """
+    with torch.no_grad():
+        pred, gt = pred_boxes.detach(), gt_boxes.detach()
+        if gt.shape[0] == 0:
+            return pred.new_zeros(
+                pred.shape[0], dtype=torch.promote_types(pred.dtype, torch.float32)
+            )
+        overlaps = metrics.iou(pred[:, None, :], gt[None, :, :].to(pred.dtype))  # (N, G)
+        return overlaps.max(dim=1).values.clamp(0, 1)
 
 
 def iou_head_loss(

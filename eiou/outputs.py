@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CANDIDATE_ENGINES",
     "FIGURE_FORMATS",
+    "SCORING_TABLE",
     "TABLE_FORMATS",
     "TOY_OUTPUT_FILES",
     "TOY_TABLES",
@@ -23,6 +25,7 @@ __all__ = [
     "expected_toy_figures",
     "experiment_figure_stems",
     "figure_kind",
+    "rescored_runs",
 ]
 
 #: What ``eiou toy --output DIR`` writes: one CSV per figure, the sweep, the settings used.
@@ -41,6 +44,22 @@ TOY_TABLES: tuple[str, ...] = tuple(name for name in TOY_OUTPUT_FILES if name.en
 FIGURE_FORMATS: tuple[str, ...] = ("png", "pdf")
 #: Every table is written in each of these formats.
 TABLE_FORMATS: tuple[str, ...] = ("csv", "md", "tex")
+#: The table of the scoring methods side by side (``<name>.csv`` and ``.md``).
+SCORING_TABLE = "scoring"
+#: Engines whose predictions record candidates, so that their runs can be rescored.
+CANDIDATE_ENGINES: tuple[str, ...] = ("torchvision",)
+
+
+def rescored_runs(plan: Mapping[str, Any]) -> list[str]:
+    """Ids of the plan's runs that are rescored (``eiou rescore``): an IoU head, local
+    ground truth and an engine of :data:`CANDIDATE_ENGINES`."""
+    return [
+        rid
+        for rid, spec in plan["runs"].items()
+        if spec["model"]["iou_head"]["enabled"]
+        and spec["data"]["has_ground_truth"]
+        and spec["model"].get("engine", "torchvision") in CANDIDATE_ENGINES
+    ]
 
 
 def _both(stem: str, out_dir: str) -> list[str]:
@@ -96,9 +115,11 @@ def figure_kind(path: str) -> str:
 
 
 def expected_table_files(plan: Mapping[str, Any], out_dir: str = "results/tables") -> list[str]:
-    """Every file ``eiou tables`` writes for ``plan``: ``runs.csv`` and each table in
-    each of :data:`TABLE_FORMATS`."""
+    """Every file ``eiou tables`` writes for ``plan``: ``runs.csv``, each table in each of
+    :data:`TABLE_FORMATS`, and the scoring table where runs are rescored."""
     files = [f"{out_dir}/runs.csv"]
     for table in plan["tables"]:
         files += [f"{out_dir}/{table['name']}.{ext}" for ext in TABLE_FORMATS]
+    if rescored_runs(plan):
+        files += [f"{out_dir}/{SCORING_TABLE}.{ext}" for ext in ("csv", "md")]
     return files

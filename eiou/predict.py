@@ -7,10 +7,15 @@ writes, atomically, a JSON list of ``{"image_id", "category_id", "bbox": [x, y, 
 ``label_to_category_id``). Scores are those of the configured scoring method
 (``model.scoring.method``). The backbone's pretrained weights are not needed: the
 checkpoint holds every weight.
+
+``candidates=path`` also writes each image's candidates (the inputs of the detector's NMS,
+see :mod:`eiou.rescoring`), so that every other scoring method can be evaluated without
+running the network again (``eiou rescore``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -73,6 +78,22 @@ def to_coco_results(
     ]
 
 
+def _on_cpu(candidates: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One image's recorded candidates, on the CPU; an engine that recorded none, or no
+    ``scale``, is an error (see :func:`eiou.scoring.record_candidates`)."""
+    if candidates is None:
+        raise RuntimeError(
+            "the detector returned no candidates: its engine must select detections with "
+            "eiou.scoring.select_detections"
+        )
+    if candidates.get("scale") is None:
+        raise RuntimeError(
+            "the detector's candidates have no 'scale': its engine must record the factors "
+            "that map its boxes to the image's pixels"
+        )
+    return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in candidates.items()}
+
+
 def predict(
     cfg: str | os.PathLike[str] | Mapping[str, Any],
     checkpoint: str | os.PathLike[str],
@@ -82,6 +103,7 @@ def predict(
     dataset: Dataset | None = None,
     device: str | None = None,
     progress: bool = True,
+    candidates: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Predict ``split`` with ``checkpoint``; write and return the COCO results list.
 
@@ -94,8 +116,12 @@ def predict(
             train=False)``; it must have ``.label_to_category_id``.
         device: overrides ``train.device`` (``auto``: CUDA when available).
         progress: show a tqdm bar.
+        candidates: also write the candidates of every image to this file (atomically;
+            :mod:`eiou.rescoring` describes it).
     """
     from tqdm import tqdm
+
+    from eiou.scoring import record_candidates
 
     cfg = load_run_config(cfg)
     model, _ = load_detector(checkpoint, cfg)
@@ -116,10 +142,25 @@ def predict(
         collate_fn=collate_fn,
     )
     results: list[dict[str, Any]] = []
-    with torch.inference_mode():
+    recorded: list[tuple[int, dict[str, Any]]] = []
+    recording = record_candidates() if candidates is not None else contextlib.nullcontext()
+    with torch.inference_mode(), recording:
         for images, targets in tqdm(loader, desc="predict", disable=not progress):
             outputs = model([img.to(device_name) for img in images])
             for out, target in zip(outputs, targets, strict=True):
+                image_candidates = out.pop("candidates", None)
+                if candidates is not None:
+                    recorded.append((int(target["image_id"]), _on_cpu(image_candidates)))
                 results += to_coco_results(out, int(target["image_id"]), mapping)
+    if candidates is not None:
+        from eiou.rescoring import pack_candidates, save_candidates
+
+        packed = pack_candidates(
+            recorded,
+            label_to_category_id=mapping,
+            scoring=cfg["model"]["scoring"],
+            run=cfg["name"],
+        )
+        save_candidates(candidates, packed)
     write_json(output, results, indent=None)
     return results

@@ -75,6 +75,12 @@ def summary_markdown(
                 "the run's `predictions.json` (results format).",
                 "",
             ]
+    scoring = tables_dir / "scoring.md"
+    if scoring.exists():  # IoU-head runs under every scoring method (eiou.rescoring)
+        files = ", ".join(
+            f"[{ext}]({_relative(scoring.with_suffix(f'.{ext}'), here)})" for ext in ("csv", "md")
+        )
+        lines += [scoring.read_text(encoding="utf-8").rstrip(), "", f"Files: {files}", ""]
     figures = sorted(figures_dir.glob("*.png")) if figures_dir.exists() else []
     if figures:
         lines += ["## Figures", ""]
@@ -92,7 +98,11 @@ def summary_markdown(
         loss = spec["model"]["box_loss"]
         name = loss["name"] + (f" p={loss['power']}" if loss.get("power") not in (None, 1) else "")
         name += " +SOT" if loss.get("sot") else ""
-        name += " +IoU head" if spec["model"]["iou_head"].get("enabled") else ""
+        head = spec["model"]["iou_head"]
+        name += " +IoU head" if head.get("enabled") else ""
+        name += (
+            " (trained on negatives too)" if head.get("enabled") and head.get("negatives") else ""
+        )
         lines.append(
             f"| `{rid}` | {spec['data']['name']} | {spec['model']['detector']} | "
             f"{spec['model']['backbone']} | {name} | {spec['seed']} |"

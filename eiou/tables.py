@@ -7,6 +7,9 @@ seeds, the sample standard deviation, the paper's number and the delta to it, an
 comparisons ``eiou compare`` computed (:mod:`eiou.statistics`), the difference to the
 table's baseline variant with its interval and whether the interval excludes 0.
 :func:`write_table` writes CSV (full precision), Markdown and LaTeX.
+The scoring table (:func:`scoring_table`) puts each IoU-head run's AP, AP50, AP75 and AP90
+under every scoring method side by side (``scoring.csv`` / ``scoring.md``; the rescored
+metrics of :mod:`eiou.rescoring`).
 
 Conventions:
 
@@ -30,7 +33,8 @@ import pandas as pd
 
 from eiou.experiments import PAPER_TABLE_CAPTIONS
 from eiou.io import write_text
-from eiou.outputs import TABLE_FORMATS, expected_table_files
+from eiou.outputs import SCORING_TABLE, TABLE_FORMATS, expected_table_files
+from eiou.rescoring import RESCORED_DIR, rescored_runs, scoring_methods
 from eiou.statistics import DIFFERENCE_METRICS, read_comparisons
 
 __all__ = [
@@ -39,8 +43,10 @@ __all__ = [
     "expected_files",
     "gather_runs",
     "notice",
+    "scoring_table",
     "to_latex",
     "to_markdown",
+    "write_scoring_table",
     "write_table",
     "write_tables",
 ]
@@ -59,6 +65,8 @@ SCALAR_METRICS: tuple[str, ...] = (
 )
 FORMATS = TABLE_FORMATS
 expected_files = expected_table_files
+#: The metrics of the scoring table (its file name: :data:`eiou.outputs.SCORING_TABLE`).
+SCORING_METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "AP90")
 
 
 def _percent(metrics: Mapping[str, Any], value: Any) -> float:
@@ -371,6 +379,98 @@ def write_table(
     return paths
 
 
+# --------------------------------------------------------------------------- scoring
+def scoring_table(plan: Mapping[str, Any], runs_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """One row per rescored run (an IoU head, local ground truth): its variant and axes,
+    its own scoring method (``configured``) and, per metric ``m`` of
+    :data:`SCORING_METRICS` and scoring method ``s``, the column ``"m s"``: ``m`` in
+    percent of the run's predictions rescored with ``s``
+    (``<run>/rescored/<s>/metrics.json``; NaN until it exists). Every column of a row comes
+    from the same trained model and the same network outputs."""
+    variants: dict[str, tuple[str, str]] = {}
+    for table in plan["tables"]:
+        for row in table["rows"]:
+            for rid in row["run_ids"]:
+                variants.setdefault(rid, (row["variant"], row["label"]))
+            for candidate in row.get("candidates") or ():  # a tuned row's other candidates
+                for rid in candidate["run_ids"]:
+                    label = f"{row['label']} ({candidate['label']})"
+                    variants.setdefault(rid, (row["variant"], label))
+    records = []
+    for rid in rescored_runs(plan):
+        spec = plan["runs"][rid]
+        variant, label = variants.get(rid, ("", ""))
+        record: dict[str, Any] = {
+            "run_id": rid,
+            "variant": variant,
+            "label": label,
+            "dataset": spec["data"]["name"],
+            "detector": spec["model"]["detector"],
+            "backbone": spec["model"]["backbone"],
+            "box_loss": spec["model"]["box_loss"]["name"],
+            "iou_head_negatives": bool(spec["model"]["iou_head"].get("negatives", False)),
+            "seed": spec["seed"],
+            "configured": spec["model"]["scoring"]["method"],
+        }
+        metrics = {}
+        for method in scoring_methods():
+            path = Path(runs_dir) / rid / RESCORED_DIR / method / "metrics.json"
+            metrics[method] = read_metrics(path) if path.exists() else {}
+        for m in SCORING_METRICS:
+            for method in scoring_methods():
+                record[f"{m} {method}"] = _percent(metrics[method], metrics[method].get(m))
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def scoring_markdown(frame: pd.DataFrame, plan: Mapping[str, Any]) -> str:
+    """:func:`scoring_table` as Markdown; the run's own method is marked ``*``."""
+    methods = scoring_methods()
+    lines = [
+        "### Scoring methods on the same trained models (IoU-head runs)",
+        "",
+        f"> {notice(plan)}",
+        "",
+    ]
+    header = ["Variant", "Detector", "Dataset", "Seed"]
+    header += [f"{m} {method}" for m in SCORING_METRICS for method in methods]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    for _, r in frame.iterrows():
+        cells = [str(r["label"] or r["run_id"]), r["detector"], r["dataset"], str(r["seed"])]
+        for m in SCORING_METRICS:
+            for method in methods:
+                value = _fmt(r[f"{m} {method}"]) or "pending"
+                cells.append(value + ("*" if method == r["configured"] else ""))
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += [
+        "",
+        "Percent. Each row is one trained model; its columns evaluate the same candidates "
+        "(one network pass, `eiou predict --candidates`) under each scoring method "
+        "(`eiou rescore`), so they differ only by the scoring. `*`: the run's own method "
+        "(its `metrics.json`). `cls`: the class score alone, i.e. what the model gives "
+        "without using the IoU head at inference.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_scoring_table(
+    plan: Mapping[str, Any], runs_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+) -> list[Path]:
+    """Write ``scoring.csv`` (with a ``notice`` column) and ``scoring.md``."""
+    frame = scoring_table(plan, runs_dir)
+    out = Path(out_dir)
+    csv = frame.copy()
+    csv.insert(0, "preset", plan["preset"])
+    csv.insert(1, "paper_setting", bool(plan.get("paper_setting")))
+    csv["notice"] = notice(plan)
+    paths = [out / f"{SCORING_TABLE}.csv", out / f"{SCORING_TABLE}.md"]
+    write_text(paths[0], csv.to_csv(index=False))
+    write_text(paths[1], scoring_markdown(frame, plan))
+    return paths
+
+
 def write_tables(
     plan: Mapping[str, Any],
     runs_dir: str | os.PathLike[str],
@@ -378,7 +478,8 @@ def write_tables(
     tables: Sequence[str] | None = None,
     comparisons: str | os.PathLike[str] | pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Gather the runs (``runs.csv``) and write every table of ``plan``; ``comparisons``
+    """Gather the runs (``runs.csv``) and write every table of ``plan``, and the scoring
+    table where the plan has IoU-head runs (``tables``: only these names); ``comparisons``
     (``eiou compare``'s CSV or its frame) adds the differences to the baseline with their
     intervals."""
     if comparisons is not None and not isinstance(comparisons, pd.DataFrame):
@@ -391,4 +492,6 @@ def write_tables(
             continue
         frame = build_table(table, runs, comparisons)
         written += write_table(frame, table, plan, out_dir)
+    if rescored_runs(plan) and (not tables or SCORING_TABLE in tables):
+        written += write_scoring_table(plan, runs_dir, out_dir)
     return written

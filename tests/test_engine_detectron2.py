@@ -176,7 +176,7 @@ def kl(q: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 FULL = {
     "box_loss": {"name": "eiou", "power": 2, "sot": True, "coder": "sqrt_area"},
     "iou_head": {"enabled": True, "weight": 0.5},
-    "scoring": {"method": "cls_x_iou"},
+    "scoring": {"method": "sqrt_cls_x_iou"},
 }
 
 
@@ -259,7 +259,7 @@ def test_inference_decodes_with_the_training_coder_and_scores_with_iou() -> None
     box_loss = {"name": "eiou", "coder": "sqrt_area"}
     predictor = build_detector(
         tiny_model_cfg(
-            "faster_rcnn", box_loss=box_loss, iou_head=head, scoring={"method": "cls_x_iou"}
+            "faster_rcnn", box_loss=box_loss, iou_head=head, scoring={"method": "sqrt_cls_x_iou"}
         ),
         K,
     ).model.roi_heads.box_predictor
@@ -278,7 +278,7 @@ def test_inference_decodes_with_the_training_coder_and_scores_with_iou() -> None
     cls = torch.softmax(logits, -1)[0, 1]
     assert result.pred_classes.tolist()[0] == 1
     torch.testing.assert_close(result.pred_boxes.tensor[0], expected)
-    torch.testing.assert_close(result.scores[0], cls * 0.5)  # sigmoid(0) = 0.5
+    torch.testing.assert_close(result.scores[0], (cls * 0.5).sqrt())  # sigmoid(0) = 0.5
     torch.testing.assert_close(result.pred_iou[0], torch.tensor(0.5))
 
     model = build_detector(
@@ -302,7 +302,16 @@ def test_inference_decodes_with_the_training_coder_and_scores_with_iou() -> None
 def test_scoring_without_iou_head_is_rejected() -> None:
     for detector in DETECTORS:
         with pytest.raises(ValueError, match="IoU head"):
-            build_detector(tiny_model_cfg(detector, scoring={"method": "cls_x_iou"}), K)
+            build_detector(tiny_model_cfg(detector, scoring={"method": "sqrt_cls_x_iou"}), K)
+
+
+def test_iou_head_negatives_are_refused() -> None:
+    """Training the IoU head on negatives is the torchvision engine's; here it is refused
+    rather than ignored."""
+    head = {"enabled": True, "negatives": True}
+    for detector in DETECTORS:
+        with pytest.raises(ValueError, match=r"model\.iou_head\.negatives"):
+            build_detector(tiny_model_cfg(detector, iou_head=head), K)
 
 
 def test_retinanet_loss_normaliser_travels_with_the_weights() -> None:

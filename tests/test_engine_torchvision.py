@@ -141,7 +141,7 @@ def test_roi_full_method_equals_core_loss_by_hand() -> None:
         "faster_rcnn",
         box_loss={"name": "eiou", "power": 2, "sot": True, "coder": "sqrt_area"},
         iou_head={"enabled": True, "weight": 0.5},
-        scoring={"method": "cls_x_iou"},
+        scoring={"method": "sqrt_cls_x_iou"},
     )
     roi = build_detector(cfg, K).roi_heads
     proposals, gt, labels, logits, reg = _roi_inputs(g)
@@ -233,6 +233,124 @@ def test_retinanet_iou_head_target_is_iou_of_decoded_prediction() -> None:
     torch.testing.assert_close(ours["loss_box_reg"], value)
 
 
+def _kl(q: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(Bernoulli(q) || Bernoulli(sigmoid(logits))), written out."""
+    p = torch.sigmoid(logits)
+    return torch.xlogy(q, q) - q * p.log() + torch.xlogy(1 - q, 1 - q) - (1 - q) * (1 - p).log()
+
+
+def test_roi_iou_head_negatives_target_their_top_class_box() -> None:
+    """Negatives: each background RoI's box for its highest-scoring class, decoded by hand
+    (Algorithm 1), against torchvision's box_iou with the image's best ground truth; the loss
+    is the mean KL over positives and negatives, and the paper's head ignores negatives."""
+    g = torch.Generator().manual_seed(5)
+    box_loss = {"name": "eiou", "power": 2, "sot": True, "coder": "sqrt_area"}
+    cfg = tiny_model_cfg("faster_rcnn", box_loss=box_loss, iou_head={"enabled": True})
+    paper = build_detector(cfg, K).roi_heads
+    cfg["iou_head"] = {"enabled": True, "negatives": True}
+    roi = build_detector(cfg, K).roi_heads
+    first, second = _roi_inputs(g), _roi_inputs(g, num_rois=12)
+    labels = [first[2], second[2]]
+    proposals = [first[0], second[0]]
+    matched = [first[1], second[1]]
+    gt_boxes = [torch.cat([first[1][first[2] > 0], random_boxes(2, g)]), torch.zeros(0, 4)]
+    logits = torch.cat([first[3], second[3]])
+    reg = torch.cat([first[4], second[4]]).detach()
+    iou_logits = torch.randn(28, 1, generator=g)
+
+    rows, targets = roi.negative_iou_targets(logits, reg, labels, proposals, gt_boxes)
+    labels_all, proposals_all = torch.cat(labels), torch.cat(proposals)
+    assert torch.equal(rows, torch.where(labels_all == 0)[0])
+    best = logits[rows, 1:].argmax(dim=1) + 1
+    offsets = reg.view(28, K + 1, 4)[rows, best] / roi.box_regression.output_scale
+    p = proposals_all[rows]
+    scale = ((p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])).sqrt()[:, None]
+    decoded = p + offsets * scale
+    in_first = rows < 16
+    expected = box_iou(decoded[in_first], gt_boxes[0]).max(dim=1).values
+    torch.testing.assert_close(targets[in_first], expected)
+    assert expected.max() > 0.2  # some negatives overlap an object: a non-trivial target
+    assert torch.equal(targets[~in_first], torch.zeros(int((~in_first).sum())))
+
+    ours = roi.compute_losses(logits, reg, iou_logits, labels, proposals, matched, gt_boxes)
+    pos = torch.where(labels_all > 0)[0]
+    reg_pos = reg.view(28, K + 1, 4)[pos, labels_all[pos]] / roi.box_regression.output_scale
+    p = proposals_all[pos]
+    scale = ((p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])).sqrt()[:, None]
+    q_pos = box_iou(p + reg_pos * scale, torch.cat(matched)[pos]).diagonal().clamp(0, 1)
+    kl = _kl(torch.cat([q_pos, targets]), torch.cat([iou_logits[pos, 0], iou_logits[rows, 0]]))
+    torch.testing.assert_close(ours["loss_iou"], kl.mean())
+    positives_only = paper.compute_losses(logits, reg, iou_logits, labels, proposals, matched)
+    torch.testing.assert_close(positives_only["loss_iou"], _kl(q_pos, iou_logits[pos, 0]).mean())
+
+
+def test_retinanet_iou_head_negatives_are_the_top_scoring_negative_anchors() -> None:
+    g = torch.Generator().manual_seed(6)
+    cfg = tiny_model_cfg(
+        "retinanet",
+        box_loss={"name": "giou", "coder": "sqrt_area"},
+        iou_head={"enabled": True, "negatives": True},
+    )
+    model = build_detector(cfg, K)
+    anchors = [random_boxes(150, g), random_boxes(150, g)]
+    gt = jitter(anchors[0][:4], g, 3.0)
+    targets = [
+        {"boxes": gt, "labels": torch.tensor([1, 2, 3, 3])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
+    outputs = {
+        "cls_logits": torch.randn(2, 150, K + 1, generator=g),
+        "bbox_regression": torch.randn(2, 150, 4, generator=g) * 0.05,
+        "iou_logits": torch.randn(2, 150, generator=g),
+    }
+    matched = model.match_anchors(targets, anchors)
+    (image, anchor), values = model.negative_iou_targets(targets, outputs, anchors, matched)
+    num_pos = int((matched[0] >= 0).sum())
+    assert num_pos >= 4
+    assert (image == 0).sum() == 3 * num_pos and (image == 1).sum() == 3  # no objects: 3
+    for i in (0, 1):
+        chosen = anchor[image == i]
+        negative = torch.where(matched[i] == -1)[0]
+        assert set(chosen.tolist()) <= set(negative.tolist())
+        score = outputs["cls_logits"][i, :, 1:].amax(dim=1)
+        others = negative[~torch.isin(negative, chosen)]
+        assert score[chosen].min() >= score[others].max()  # the highest-scoring negatives
+    first = anchor[image == 0]
+    a = anchors[0][first]
+    scale = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])).sqrt()[:, None]
+    decoded = a + outputs["bbox_regression"][0, first] * scale
+    torch.testing.assert_close(values[image == 0], box_iou(decoded, gt).max(dim=1).values)
+    assert values[image == 0].max() > 0 and (values[image == 1] == 0).all()
+    # the loss: mean KL over the positives and these negatives
+    loss = model.compute_loss(targets, outputs, anchors)["loss_iou"]
+    fg = torch.where(matched[0] >= 0)[0]
+    a = anchors[0][fg]
+    scale = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])).sqrt()[:, None]
+    pred = a + outputs["bbox_regression"][0, fg] * scale
+    q = box_iou(pred, gt[matched[0][fg]]).diagonal()
+    logits = torch.cat([outputs["iou_logits"][0, fg], outputs["iou_logits"][image, anchor]])
+    torch.testing.assert_close(loss, _kl(torch.cat([q, values]), logits).mean())
+
+
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_training_step_with_iou_head_negatives(detector: str) -> None:
+    """A full forward/backward in training mode, one image with objects and one without."""
+    torch.manual_seed(0)
+    cfg = tiny_model_cfg(detector, iou_head={"enabled": True, "negatives": True})
+    model = build_detector(cfg, K).train()
+    images = [torch.rand(3, 64, 64), torch.rand(3, 64, 64)]
+    targets = [
+        {"boxes": torch.tensor([[8.0, 8.0, 40.0, 30.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
+    losses = model(images, targets)
+    assert losses["loss_iou"].isfinite() and losses["loss_iou"] > 0
+    sum(losses.values()).backward()
+    head = model.roi_heads.iou_head.predictor if detector == "faster_rcnn" else None
+    weight = head.weight if head is not None else model.head.regression_head.bbox_reg.weight
+    assert weight.grad is not None and weight.grad.abs().sum() > 0
+
+
 # --------------------------------------------------------------------------- inference
 def test_inference_decodes_with_the_training_coder_and_scores_with_iou() -> None:
     """Faster R-CNN and RetinaNet decode with the sqrt-area coder and rescore by IoU."""
@@ -240,7 +358,7 @@ def test_inference_decodes_with_the_training_coder_and_scores_with_iou() -> None
     box_loss = {"name": "eiou", "coder": "sqrt_area"}
     roi = build_detector(
         tiny_model_cfg(
-            "faster_rcnn", box_loss=box_loss, iou_head=head, scoring={"method": "cls_x_iou"}
+            "faster_rcnn", box_loss=box_loss, iou_head=head, scoring={"method": "sqrt_cls_x_iou"}
         ),
         K,
     ).roi_heads
@@ -255,7 +373,7 @@ def test_inference_decodes_with_the_training_coder_and_scores_with_iou() -> None
     cls = torch.softmax(logits, -1)[0, 2]
     assert out["labels"].tolist()[0] == 2
     torch.testing.assert_close(out["boxes"][0], expected[0])
-    torch.testing.assert_close(out["scores"][0], cls * 0.5)  # sigmoid(0) = 0.5
+    torch.testing.assert_close(out["scores"][0], (cls * 0.5).sqrt())  # sigmoid(0) = 0.5
     roi.scoring_method = "iou_guided_nms"  # ranks by IoU, reports the cluster's best cls
     guided = roi.predict_boxes(
         logits, offsets.view(1, -1), torch.tensor([[0.0]]), [proposal], [(100, 100)]
@@ -289,7 +407,7 @@ def test_inference_decodes_with_the_training_coder_and_scores_with_iou() -> None
 
 def test_scoring_without_iou_head_is_rejected() -> None:
     with pytest.raises(ValueError, match="IoU head"):
-        build_detector(tiny_model_cfg("retinanet", scoring={"method": "cls_x_iou"}), K)
+        build_detector(tiny_model_cfg("retinanet", scoring={"method": "sqrt_cls_x_iou"}), K)
 
 
 # --------------------------------------------------------------------------- settings

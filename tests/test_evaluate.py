@@ -179,11 +179,12 @@ def test_mismatched_predictions_and_missing_ground_truth_are_errors() -> None:
 
 
 def test_write_metrics_and_provenance(tmp_path: Path) -> None:
-    config = {"name": "r1", "seed": 7, "model": {"scoring": {"method": "cls_x_iou"},
+    config = {"name": "r1", "seed": 7, "model": {"scoring": {"method": "iou_guided_nms"},
               "iou_head": {"enabled": True},
               "box_loss": {"name": "eiou", "gradient": "paper"}}}  # fmt: skip
     record = evaluate.provenance(config, extra_key="x")
-    assert record["seed"] == 7 and record["scoring"] == "cls_x_iou" and record["run_id"] == "r1"
+    assert record["seed"] == 7 and record["run_id"] == "r1"
+    assert record["scoring"] == "iou_guided_nms"
     assert record["gradient_mode"] == "paper" and record["extra_key"] == "x"
     assert set(record["versions"]) >= {"python", "torch", "torchvision", "pycocotools",
                                        "numpy", "eiou"}  # fmt: skip

@@ -241,7 +241,7 @@ def test_new_loss_by_dotted_path_is_one_edit():
         "coder_weights": None,
         "weight": None,
     }
-    assert spec["model"]["iou_head"] == {"enabled": False, "weight": 1.0}
+    assert spec["model"]["iou_head"] == {"enabled": False, "weight": 1.0, "negatives": False}
     assert spec["model"]["scoring"]["method"] == "cls"
 
 

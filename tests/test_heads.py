@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision.ops as tvo
-from conftest import random_boxes
+from conftest import boxes_strategy, random_boxes
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eiou.heads import IoUHead, iou_head_loss, iou_target
+from eiou.heads import IoUHead, best_iou_target, iou_head_loss, iou_target
 
 unit = st.floats(0.0, 1.0, allow_nan=False)
 logit = st.floats(-30.0, 30.0, allow_nan=False)
@@ -68,3 +68,19 @@ def test_iou_head_shapes_and_trains(num_outputs):
         loss.backward()
         opt.step()
     assert loss.item() < first
+
+
+@given(
+    st.lists(boxes_strategy(0, 100, 0.5, 60), min_size=1, max_size=12),
+    st.lists(boxes_strategy(0, 100, 0.5, 60), min_size=0, max_size=6),
+)
+def test_best_iou_target_is_the_best_overlap_with_any_ground_truth(pred, gt):
+    pred = torch.tensor(pred, dtype=torch.float64)
+    gt = torch.tensor(gt, dtype=torch.float64).reshape(-1, 4)
+    target = best_iou_target(pred.requires_grad_(), gt)
+    assert not target.requires_grad and target.shape == (len(pred),)
+    if len(gt):
+        expected = tvo.box_iou(pred.detach(), gt).max(dim=1).values
+        torch.testing.assert_close(target, expected, atol=1e-6, rtol=1e-6)
+    else:
+        assert torch.equal(target, torch.zeros(len(pred), dtype=torch.float64))

@@ -59,8 +59,8 @@ def test_new_loss_snippet_is_one_edit_of_a_preset():
 
 @pytest.mark.parametrize(
     "verb",
-    ["toy", "runs", "data", "train", "predict", "evaluate", "compare", "tables", "figures",
-     "report"],
+    ["toy", "runs", "data", "train", "predict", "rescore", "evaluate", "compare", "tables",
+     "figures", "report"],
 )  # fmt: skip
 def test_cli_help(verb):
     out = subprocess.run(

@@ -67,7 +67,12 @@ def test_defaults_are_filled_and_loading_is_idempotent(tmp_path) -> None:
         ({"model": {"box_loss": {"name": "eiou", "power": 0.5}}}, "model.box_loss.power"),
         ({"model": {"box_loss": {"name": "smooth_l1", "sot": True}}}, "model.box_loss"),
         ({"model": {"box_loss": {"name": "eiou", "coder": "polar"}}}, "model.box_loss.coder"),
-        ({"model": {"scoring": {"method": "cls_x_iou"}}}, "model.scoring.method"),
+        ({"model": {"scoring": {"method": "sqrt_cls_x_iou"}}}, "model.scoring.method"),
+        (  # ranks as sqrt_cls_x_iou: not a method of its own
+            {"model": {"iou_head": {"enabled": True}, "scoring": {"method": "cls_x_iou"}}},
+            "model.scoring.method",
+        ),
+        ({"model": {"iou_head": {"enabled": True, "negatives": 1}}}, "model.iou_head.negatives"),
         ({"model": {"iou_head": {"enabled": True, "wieght": 1}}}, "model.iou_head.wieght"),
         ({"train": {"steps": [8, 4]}}, "train.steps"),
         ({"train": {"max_iter": 0}}, "train.max_iter"),

@@ -32,6 +32,12 @@ SAME_VARIANT = {"ours": "eiou_ct_sot_iou_head"}
 # Rules that run once per workflow: plan, select, toy, figures_toy, compare, tables, figures,
 # report, all.
 ONCE = 9
+# The built-in variants with an IoU head, and the scoring methods each of their runs is
+# rescored with (cls, sqrt_cls_x_iou, iou_guided_nms), on the engines that record the
+# candidates (torchvision; the paper preset runs on detectron2, which does not yet).
+IOU_HEAD_VARIANTS = {"smooth_l1_iou_head", "eiou_ct_sot_iou_head"}
+SCORING_METHODS = 3
+CANDIDATE_ENGINES = {"torchvision"}
 
 
 pytestmark = pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake not installed")
@@ -88,14 +94,19 @@ def expected_counts(preset: str) -> dict[str, int]:
                 for seed in range(table.get("seeds", default_seeds)):
                     runs.add((variant, detector, backbone, dataset, schedule, seed))
     scored = [r for r in runs if config["datasets"][r[3]].get("has_ground_truth", True)]
+    engine = (config.get("model") or {}).get("engine", "torchvision")
+    rescored = [r for r in scored if r[0] in IOU_HEAD_VARIANTS and engine in CANDIDATE_ENGINES]
     return {
         "run_spec": len(runs),
         "train": len(runs),
-        "predict": len(runs),
+        "predict": len(runs) - len(rescored),
+        "predict_with_candidates": len(rescored),
+        "rescore": len(rescored),
         "evaluate": len(scored),
+        "evaluate_rescored": SCORING_METHODS * len(rescored),
         "server_results": len(runs) - len(scored),
         "prepare_data": len(datasets),
-        "total": 4 * len(runs) + len(datasets) + ONCE,
+        "total": 4 * len(runs) + len(datasets) + ONCE + (1 + SCORING_METHODS) * len(rescored),
     }
 
 
@@ -132,9 +143,29 @@ def test_paper_dry_run_job_count(data_roots):
     expected = expected_counts("paper")
     for rule, count in expected.items():
         assert counts.get(rule, 0) == count, (rule, counts)
-    # 23 unique runs: Table I 8, Table II adds 5 (CIoU and 4 RetinaNet), III 8, IV 2
-    assert expected["train"] == 23
+    # 23 unique runs: Table I 8, Table II adds 5 (CIoU and 4 RetinaNet), III 8, IV 2; on the
+    # detectron2 engine none is rescored
+    assert expected["train"] == 23 and expected["rescore"] == 0
     assert counts["total"] == PAPER_DRY_RUN_JOBS
+
+
+def test_paper_on_torchvision_rescores_its_iou_head_runs(data_roots):
+    """With the torchvision overlay, the 5 IoU-head runs with ground truth (Table I 2,
+    Table II 1 more, Table III 2) record candidates and are rescored under each method."""
+    result = snakemake(
+        "-n",
+        "--quiet",
+        "rules",
+        "--configfile",
+        "config/paper.yaml",
+        "config/engines/torchvision.yaml",
+        env=data_roots,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["predict_with_candidates"] == counts["rescore"] == 5
+    assert counts["evaluate_rescored"] == SCORING_METHODS * 5
+    assert counts["predict"] + counts["predict_with_candidates"] == counts["train"] == 23
 
 
 @pytest.mark.parametrize("preset", ["mini", "smoke"])

@@ -41,6 +41,7 @@ VERBS: tuple[str, ...] = (
     "data",
     "train",
     "predict",
+    "rescore",
     "evaluate",
     "select",
     "compare",

@@ -31,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: config)")
     parser.add_argument(
+        "--candidates",
+        type=Path,
+        default=None,
+        help="also write each image's pre-NMS candidates here (e.g. candidates.pt), for "
+        "`eiou rescore`",
+    )
+    parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -62,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         device=args.device,
         progress=args.progress,
+        candidates=args.candidates,
     )
     print(f"wrote {len(results)} detections to {args.output}")
+    if args.candidates is not None:
+        print(f"wrote the candidates to {args.candidates}")
     return 0

@@ -29,7 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("results/tables"),
     )
     parser.add_argument(
-        "--table", action="append", help="only this table (repeatable; default: every table)"
+        "--table",
+        action="append",
+        help="only this table (repeatable; 'scoring': the scoring-methods table; default: "
+        "every table)",
     )
 
 

@@ -8,7 +8,13 @@ these:
   ``forward(images, targets)`` takes a list of ``(3, H, W)`` float images in ``[0, 1]`` and,
   in training, a list of ``{"boxes": (N, 4) xyxy pixels, "labels": (N,) int64 in 1..K}``
   and returns a dict of scalar loss terms; in eval mode it returns one
-  ``{"boxes", "labels", "scores"}`` dict per image, boxes in the input image's pixels;
+  ``{"boxes", "labels", "scores"}`` dict per image, boxes in the input image's pixels,
+  selected by :func:`eiou.scoring.select_detections` (once per image); inside
+  :func:`eiou.scoring.record_candidates` the dict also holds ``"candidates"`` (what
+  ``select_detections`` returned under that key) with ``"scale"`` added: the ``(4,)``
+  factors ``(sx, sy, sx, sy)`` that map those boxes to the input image's pixels
+  (:mod:`eiou.rescoring`; :data:`eiou.rescoring.CANDIDATE_ENGINES` lists the engines that
+  do this);
 - ``check_weights(backbone, weights)``: raise :class:`WeightsUnavailableError` before any
   data is read when the pretrained weights the config asks for are not on this machine, and
   :class:`EngineUnavailableError` when the engine's framework is not installed.

@@ -15,6 +15,7 @@ __all__ = [
     "TINY_RETINANET_ANCHOR_SIZES",
     "backbone_norm",
     "default_anchor_sizes",
+    "iou_head_negatives",
     "iou_head_settings",
     "scoring_settings",
     "trainable_stages",
@@ -66,6 +67,13 @@ def iou_head_settings(model_cfg: Mapping[str, Any]) -> tuple[bool, float]:
     """``(enabled, loss weight)`` of ``model.iou_head``."""
     head = model_cfg.get("iou_head") or {}
     return bool(head.get("enabled", False)), float(head.get("weight", 1.0))
+
+
+def iou_head_negatives(model_cfg: Mapping[str, Any]) -> bool:
+    """``model.iou_head.negatives``: train the head on negatives too (a departure from the
+    paper; the torchvision engine implements it)."""
+    head = model_cfg.get("iou_head") or {}
+    return bool(head.get("enabled", False)) and bool(head.get("negatives", False))
 
 
 def scoring_settings(model_cfg: Mapping[str, Any]) -> dict[str, Any]:

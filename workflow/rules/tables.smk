@@ -7,6 +7,7 @@ rule tables:
         plan="results/plan_selected.json",
         metrics=expand("results/runs/{run}/metrics.json", run=EVALUATED),
         comparisons=COMPARISONS,
+        rescored=RESCORED_METRICS,
     output:
         [
             (

@@ -82,7 +82,7 @@ rule predict:
         data=run_dataset,
         model="results/runs/{run}/model_final.pth",
     output:
-        "results/runs/{run}/predictions.json",
+        predictions="results/runs/{run}/predictions.json",
     log:
         "results/logs/predict/{run}.log",
     benchmark:
@@ -95,6 +95,9 @@ rule predict:
         runtime=runtime("predict"),
         gpu=res("predict", "gpu"),
         nodes=1,
+    params:
+        candidates="",  # IoU-head runs: see predict_with_candidates (rescore.smk)
     shell:
         "OMP_NUM_THREADS={threads} python -m eiou.cli predict --config {input.spec}"
-        " --checkpoint {input.model} --output {output} --no-progress > {log} 2>&1"
+        " --checkpoint {input.model} --output {output.predictions}{params.candidates}"
+        " --no-progress > {log} 2>&1"

@@ -35,7 +35,7 @@ from eiou.engines.detectron2.config import DETECTORS, detectron2_config, stage_b
 from eiou.engines.detectron2.faster_rcnn import build_faster_rcnn
 from eiou.engines.detectron2.retinanet import IoURetinaNet
 from eiou.engines.detectron2.weights import resolve_weights
-from eiou.engines.settings import iou_head_settings, scoring_settings
+from eiou.engines.settings import iou_head_negatives, iou_head_settings, scoring_settings
 from eiou.engines.torchvision.box_regression import build_box_regression
 
 __all__ = ["LOSS_NAMES", "Detectron2Detector", "build_detector"]
@@ -145,6 +145,11 @@ def build_detector(
     weights_file = resolve_weights(model_cfg["backbone"], weights) if load_weights else None
     cfg = detectron2_config(model_cfg, num_classes)
     iou_head, iou_head_weight = iou_head_settings(model_cfg)
+    if iou_head_negatives(model_cfg):
+        raise ValueError(
+            "model.iou_head.negatives: the detectron2 engine trains the IoU head on positives "
+            "only (the paper's head); the torchvision engine implements negatives"
+        )
     method = scoring_settings(model_cfg)["method"]
     box_regression = build_box_regression(
         stage_box_loss(model_cfg["box_loss"], cfg, detector), detector

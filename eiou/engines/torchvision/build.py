@@ -29,7 +29,12 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 
-from eiou.engines.settings import default_anchor_sizes, iou_head_settings, scoring_settings
+from eiou.engines.settings import (
+    default_anchor_sizes,
+    iou_head_negatives,
+    iou_head_settings,
+    scoring_settings,
+)
 from eiou.engines.torchvision.backbones import (
     build_backbone,
     check_weights,
@@ -39,6 +44,7 @@ from eiou.engines.torchvision.backbones import (
 from eiou.engines.torchvision.box_regression import build_box_regression
 from eiou.engines.torchvision.faster_rcnn import IoURoIHeads, LossRPN
 from eiou.engines.torchvision.retinanet import IoURetinaNet
+from eiou.engines.torchvision.transform import CandidateScaleTransform
 from eiou.heads import IoUHead
 
 __all__ = [
@@ -122,6 +128,7 @@ def build_detector(
     if len(sizes) != 5:
         raise ValueError(f"model.anchor_sizes needs one size per level (5), got {sizes}")
     iou_head, iou_weight = iou_head_settings(model_cfg)
+    iou_negatives = iou_head_negatives(model_cfg)
     scoring = scoring_settings(model_cfg)
     common = {
         "min_size": model_cfg["min_size"],
@@ -144,17 +151,20 @@ def build_detector(
     }
     if detector == "faster_rcnn":
         backbone = build_backbone(backbone_name, **backbone_kwargs)
-        return _faster_rcnn(
+        model = _faster_rcnn(
             backbone,
             num_classes,
             sizes,
             box_regression,
             iou_head,
             iou_weight,
+            iou_negatives,
             scoring,
             model_cfg,
             common,
         )
+        model.transform = CandidateScaleTransform.like(model.transform)
+        return model
     returned_layers, extra_blocks = retinanet_levels(backbone_name, model_cfg.get("retinanet_p6"))
     backbone = build_backbone(
         backbone_name, returned_layers=returned_layers, extra_blocks=extra_blocks, **backbone_kwargs
@@ -165,17 +175,20 @@ def build_detector(
     # classify in a short CPU schedule); with ImageNet weights torchvision's / Detectron's
     # norm-free head, unless model.head_norm says otherwise ("none" forces no norm).
     head_norm = model_cfg.get("head_norm") or ("gn" if weights == "none" else "none")
-    return IoURetinaNet(
+    model = IoURetinaNet(
         backbone,
         num_classes + 1,
         anchor_generator=anchors,
         box_regression=box_regression,
         iou_head=iou_head,
         iou_head_weight=iou_weight,
+        iou_head_negatives=iou_negatives,
         scoring_method=scoring["method"],
         norm_layer=None if head_norm == "none" else norm_layer(head_norm),
         **common,
     )
+    model.transform = CandidateScaleTransform.like(model.transform)
+    return model
 
 
 def _faster_rcnn(
@@ -185,6 +198,7 @@ def _faster_rcnn(
     box_regression: Any,
     iou_head: bool,
     iou_weight: float,
+    iou_negatives: bool,
     scoring: Mapping[str, Any],
     model_cfg: Mapping[str, Any],
     options: dict[str, Any],
@@ -223,6 +237,7 @@ def _faster_rcnn(
         box_regression=box_regression,
         iou_head=IoUHead(representation) if iou_head else None,
         iou_head_weight=iou_weight,
+        iou_head_negatives=iou_negatives,
         scoring_method=scoring["method"],
     )
     if model_cfg.get("rpn_box_loss"):

@@ -9,7 +9,10 @@ are not supported):
   sampled RoIs, as torchvision and Detectron do); the IoU head (one linear layer on the
   box-head features) is trained on the positives with the KL loss of Eq. 32 towards the
   standard IoU of the decoded prediction with its ground truth (detached, mean over
-  positives);
+  positives); with ``model.iou_head.negatives: true`` (a departure from the paper) also on
+  the sampled background RoIs, whose target is the IoU of the box decoded for their
+  highest-scoring object class with the ground truth it overlaps most (0 in an image
+  without objects), mean over positives and negatives;
 - inference: boxes are decoded with the training coder, scored by softmax, and
   :func:`eiou.scoring.select_detections` applies the configured scoring method per class.
 
@@ -29,7 +32,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_p
 from torchvision.ops import boxes as box_ops
 
 from eiou.engines.torchvision.box_regression import BoxRegression
-from eiou.heads import IoUHead, iou_head_loss, iou_target
+from eiou.heads import IoUHead, best_iou_target, iou_head_loss, iou_target
 from eiou.scoring import select_detections
 
 __all__ = ["IoURoIHeads", "LossRPN"]
@@ -44,6 +47,8 @@ class IoURoIHeads(RoIHeads):
         box_regression: loss + coder of the second stage.
         iou_head: ``IoUHead`` on the box-head features, or ``None``.
         iou_head_weight: weight of the IoU-head loss.
+        iou_head_negatives: also train the IoU head on the sampled background RoIs
+            (:meth:`negative_iou_targets`; the paper trains it on positives only).
         scoring_method: one of :data:`eiou.scoring.SCORING_METHODS`.
     """
 
@@ -53,6 +58,7 @@ class IoURoIHeads(RoIHeads):
         box_regression: BoxRegression,
         iou_head: IoUHead | None = None,
         iou_head_weight: float = 1.0,
+        iou_head_negatives: bool = False,
         scoring_method: str = "cls",
         **kwargs: Any,
     ) -> None:
@@ -60,6 +66,7 @@ class IoURoIHeads(RoIHeads):
         self.box_regression = box_regression
         self.iou_head = iou_head
         self.iou_head_weight = float(iou_head_weight)
+        self.iou_head_negatives = bool(iou_head_negatives)
         if scoring_method != "cls" and iou_head is None:
             raise ValueError(f"scoring method {scoring_method!r} needs the IoU head enabled")
         self.scoring_method = scoring_method
@@ -99,6 +106,7 @@ class IoURoIHeads(RoIHeads):
         labels: list[Tensor],
         proposals: list[Tensor],
         matched_gt_boxes: list[Tensor],
+        gt_boxes: list[Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """The second-stage losses.
 
@@ -106,11 +114,14 @@ class IoURoIHeads(RoIHeads):
             class_logits: ``(R, K + 1)``; box_regression: ``(R, 4 (K + 1))`` class-specific
                 offsets; iou_logits: ``(R, 1)`` or ``None``; labels, proposals,
                 matched_gt_boxes: per image, concatenating to ``(R,)``, ``(R, 4)``, ``(R, 4)``.
+            gt_boxes: per image, all its ground-truth boxes ``(G_i, 4)``; needed only to
+                train the IoU head on negatives.
 
         Returns:
             ``loss_classifier`` (cross-entropy, mean over RoIs), ``loss_box_reg``
             (``weight * sum over positives / R``) and, with the IoU head, ``loss_iou``
-            (``iou_head_weight * KL`` mean over positives).
+            (``iou_head_weight * KL`` mean over positives, and over the negatives too with
+            ``iou_head_negatives``).
         """
         labels_all = torch.cat(labels)
         proposals_all = torch.cat(proposals)
@@ -121,11 +132,50 @@ class IoURoIHeads(RoIHeads):
         reg = self.box_regression(offsets, proposals_all[pos], gt_all[pos], labels_all.numel())
         out = {"loss_classifier": loss_classifier, "loss_box_reg": reg.loss}
         if self.iou_head is not None and iou_logits is not None:
-            target = iou_target(reg.pred_boxes, reg.target_boxes)
+            rows, target = pos, iou_target(reg.pred_boxes, reg.target_boxes)
+            if self.iou_head_negatives:
+                if gt_boxes is None:
+                    raise ValueError("training the IoU head on negatives needs gt_boxes")
+                neg, neg_target = self.negative_iou_targets(
+                    class_logits, box_regression, labels, proposals, gt_boxes
+                )
+                rows, target = torch.cat([pos, neg]), torch.cat([target, neg_target])
             out["loss_iou"] = self.iou_head_weight * iou_head_loss(
-                iou_logits[pos, 0].float(), target, reduction="mean"
+                iou_logits[rows, 0].float(), target, reduction="mean"
             )
         return out
+
+    def negative_iou_targets(
+        self,
+        class_logits: Tensor,
+        box_regression: Tensor,
+        labels: list[Tensor],
+        proposals: list[Tensor],
+        gt_boxes: list[Tensor],
+    ) -> tuple[Tensor, Tensor]:
+        """The sampled background RoIs and their IoU-head targets.
+
+        Each background RoI is decoded (no gradient) with the regression of its
+        highest-scoring object class, the box it would be reported with; its target is
+        :func:`eiou.heads.best_iou_target` of that box with its image's ground truth (input
+        pixels; 0 in an image without objects).
+
+        Returns:
+            ``rows`` ``(N,)`` int64 indices into the concatenated RoIs and ``targets`` ``(N,)``.
+        """
+        num_classes = class_logits.shape[-1]
+        offsets = box_regression.detach().reshape(box_regression.shape[0], num_classes, 4)
+        rows, targets = [], []
+        start = 0
+        for labels_i, proposals_i, gt_i in zip(labels, proposals, gt_boxes, strict=True):
+            neg = torch.where(labels_i == 0)[0]
+            row = neg + start
+            best = class_logits[row, 1:].detach().argmax(dim=1) + 1
+            boxes = self.box_regression.decode(offsets[row, best], proposals_i[neg])
+            rows.append(row)
+            targets.append(best_iou_target(boxes, gt_i))
+            start += labels_i.numel()
+        return torch.cat(rows), torch.cat(targets)
 
     # ------------------------------------------------------------------ inference
     def predict_boxes(
@@ -196,7 +246,13 @@ class IoURoIHeads(RoIHeads):
         iou_logits = self.iou_head(box_features) if self.iou_head is not None else None
         if self.training:
             losses = self.compute_losses(
-                class_logits, box_regression, iou_logits, labels, proposals, matched_gt
+                class_logits,
+                box_regression,
+                iou_logits,
+                labels,
+                proposals,
+                matched_gt,
+                [t["boxes"] for t in targets],
             )
             return [], losses
         return self.predict_boxes(

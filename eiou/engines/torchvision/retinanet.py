@@ -7,6 +7,12 @@
   box loss sums over the positive anchors of the batch and divides by their number
   (Detectron's normalisation); the IoU head is trained on the positives with the KL loss of
   Eq. 32 towards the standard IoU of the decoded prediction (detached), mean over positives.
+  With ``model.iou_head.negatives: true`` (a departure from the paper) it is also trained on
+  :data:`NEGATIVES_PER_POSITIVE` negative anchors per positive of each image (at least that
+  many in an image without objects): the negatives with the highest class score, i.e. the
+  ones most likely to be reported as false positives, each decoded (no gradient) and given
+  the IoU of its box with the ground truth it overlaps most (0 without objects) as target;
+  the loss is then the mean over positives and negatives.
 - Inference: per level the top-k candidates above the score threshold are decoded with the
   training coder; :func:`eiou.scoring.select_detections` applies the configured scoring.
 
@@ -30,10 +36,20 @@ from torchvision.models.detection.retinanet import (
 from torchvision.ops import boxes as box_ops
 
 from eiou.engines.torchvision.box_regression import BoxRegression
-from eiou.heads import iou_head_loss, iou_target
+from eiou.heads import best_iou_target, iou_head_loss, iou_target
 from eiou.scoring import select_detections
 
-__all__ = ["IoURetinaNet", "IoURetinaNetHead", "IoURetinaNetRegressionHead"]
+__all__ = [
+    "NEGATIVES_PER_POSITIVE",
+    "IoURetinaNet",
+    "IoURetinaNetHead",
+    "IoURetinaNetRegressionHead",
+]
+
+#: With ``iou_head_negatives``: negative anchors whose IoU head is trained, per positive
+#: anchor of the image (1 : 3, the balance of Faster R-CNN's RoI sampler, positive fraction
+#: 0.25); an image without positives counts as one.
+NEGATIVES_PER_POSITIVE = 3
 
 
 class IoURetinaNetRegressionHead(RetinaNetRegressionHead):
@@ -111,6 +127,8 @@ class IoURetinaNet(RetinaNet):
         box_regression: loss + coder.
         iou_head: add the IoU output to the regression tower.
         iou_head_weight: weight of the IoU-head loss.
+        iou_head_negatives: also train the IoU head on negative anchors
+            (:meth:`negative_iou_targets`; the paper trains it on positives only).
         scoring_method: one of :data:`eiou.scoring.SCORING_METHODS`.
         norm_layer: norm of the head towers (``None``: none, torchvision's v1).
     """
@@ -123,6 +141,7 @@ class IoURetinaNet(RetinaNet):
         box_regression: BoxRegression,
         iou_head: bool = False,
         iou_head_weight: float = 1.0,
+        iou_head_negatives: bool = False,
         scoring_method: str = "cls",
         norm_layer: Callable[..., nn.Module] | None = None,
         **kwargs: Any,
@@ -142,6 +161,7 @@ class IoURetinaNet(RetinaNet):
             raise ValueError(f"scoring method {scoring_method!r} needs the IoU head enabled")
         self.box_regression = box_regression
         self.iou_head_weight = float(iou_head_weight)
+        self.iou_head_negatives = bool(iou_head_negatives)
         self.scoring_method = scoring_method
 
     def match_anchors(
@@ -191,11 +211,50 @@ class IoURetinaNet(RetinaNet):
         )
         losses["loss_box_reg"] = reg.loss
         if iou_rows:
+            logits = torch.cat(iou_rows)
             target_iou = iou_target(reg.pred_boxes, reg.target_boxes)
+            if self.iou_head_negatives:
+                (image, anchor), negative_target = self.negative_iou_targets(
+                    targets, head_outputs, anchors, matched
+                )
+                logits = torch.cat([logits, head_outputs["iou_logits"][image, anchor]])
+                target_iou = torch.cat([target_iou, negative_target])
             losses["loss_iou"] = self.iou_head_weight * iou_head_loss(
-                torch.cat(iou_rows).float(), target_iou, reduction="mean"
+                logits.float(), target_iou, reduction="mean"
             )
         return losses
+
+    def negative_iou_targets(
+        self,
+        targets: list[dict[str, Tensor]],
+        head_outputs: dict[str, Tensor],
+        anchors: list[Tensor],
+        matched: list[Tensor],
+    ) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        """The negative anchors the IoU head is trained on, and their targets.
+
+        Per image, the ``NEGATIVES_PER_POSITIVE * max(1, positives)`` negative anchors
+        (matched index -1; ignored anchors are left out) with the highest class score
+        (background column excluded), each decoded with its regression (no gradient); the
+        target is :func:`eiou.heads.best_iou_target` of that box with the image's ground
+        truth (input pixels).
+
+        Returns:
+            ``((image, anchor), targets)``: index tensors ``(N,)`` into the ``(images,
+            anchors)`` head outputs, and the targets ``(N,)``.
+        """
+        images, rows, values = [], [], []
+        for i, (target, idx) in enumerate(zip(targets, matched, strict=True)):
+            negative = torch.where(idx == -1)[0]
+            wanted = NEGATIVES_PER_POSITIVE * max(1, int((idx >= 0).sum()))
+            scores = head_outputs["cls_logits"][i, negative, 1:].detach().amax(dim=1)
+            chosen = negative[scores.topk(min(wanted, negative.numel())).indices]
+            offsets = head_outputs["bbox_regression"][i, chosen].detach()
+            boxes = self.box_regression.decode(offsets, anchors[i][chosen])
+            images.append(torch.full_like(chosen, i))
+            rows.append(chosen)
+            values.append(best_iou_target(boxes, target["boxes"]))
+        return (torch.cat(images), torch.cat(rows)), torch.cat(values)
 
     def postprocess_detections(  # type: ignore[override]
         self,
