@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from coco_cases import detections_per_image, generated_case
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -93,7 +94,8 @@ def test_single_box_at_iou_085() -> None:
     assert m["recall_per_iou"][6] == 1.0 and m["recall_per_iou"][8] == 0.0
 
 
-def test_everything_matches_pycocotools_raw_arrays() -> None:
+def _few_per_image() -> tuple[dict, list[dict]]:
+    """1-5 objects an image, most detected once, some false positives; class 4 unused."""
     rng = np.random.default_rng(0)
     images = []
     for _ in range(12):
@@ -117,28 +119,50 @@ def test_everything_matches_pycocotools_raw_arrays() -> None:
         preds.append({"image_id": int(rng.integers(1, 13)), "category_id": int(rng.integers(1, 5)),
                       "bbox": [float(v) for v in rng.uniform(0, 200, 4)],
                       "score": float(rng.uniform(0, 0.6))})  # fmt: skip
+    return gt, preds
+
+
+def _crowded() -> tuple[dict, list[dict]]:
+    """Up to 30 objects an image with up to 12 detections each plus false positives: most
+    images hold far more than 10 detections and some more than 100, so every number read at
+    the wrong ``maxDets`` (1, 10 instead of 100) changes."""
+    gt, preds = generated_case(1, num_images=8, num_classes=4, max_objects=30, copies=12,
+                               false_positives=300)  # fmt: skip
+    per_image = detections_per_image(gt, preds)
+    assert per_image.max() > 100 and np.median(per_image[1:-1]) > 20
+    return gt, preds
+
+
+@pytest.mark.parametrize("case", [_few_per_image, _crowded], ids=["few-per-image", "crowded"])
+def test_everything_matches_pycocotools_raw_arrays(case) -> None:
+    gt, preds = case()
     m = evaluate.evaluate_predictions(gt, preds)
     e = _raw(gt, preds)
-    precision, recall = e.eval["precision"], e.eval["recall"]
+    # pycocotools' own layout, named here rather than looked up in its params
+    area_all, max_dets_100 = 0, 2
+    assert list(e.params.areaRngLbl)[area_all] == "all" and e.params.maxDets[max_dets_100] == 100
+    precision = e.eval["precision"][:, :, :, area_all, max_dets_100]  # (T, R, K)
+    recall = e.eval["recall"][:, :, area_all, max_dets_100]  # (T, K)
     for t in range(10):
-        r = recall[t, :, 0, 2]
-        assert m["recall_per_iou"][t] == pytest.approx(r[r > -1].mean())
-        p = precision[t, :, :, 0, 2]
-        assert m["ap_per_iou"][t] == pytest.approx(p[p > -1].mean())
-    p90 = precision[8, :, :, 0, 2]
+        r = recall[t]
+        assert m["recall_per_iou"][t] == pytest.approx(r[r > -1].mean(), rel=1e-12)
+        p = precision[t]
+        assert m["ap_per_iou"][t] == pytest.approx(p[p > -1].mean(), rel=1e-12)
+    p90 = precision[8]
     assert 0 < m["AP90"] < m["AP75"] < m["AP50"]
-    assert m["AP90"] == pytest.approx(p90[p90 > -1].mean())
+    assert m["AP90"] == pytest.approx(p90[p90 > -1].mean(), rel=1e-12)
     for key, value in zip(evaluate.SUMMARY_KEYS, e.stats, strict=True):
-        assert m[key] == (None if value < 0 else pytest.approx(value))
+        assert m[key] == (None if value < 0 else pytest.approx(value, rel=1e-12))
     # AP is the mean over the ten thresholds; AP50 / AP75 are two of them
     assert m["AP"] == pytest.approx(np.mean(m["ap_per_iou"]))
     assert m["AP50"] == pytest.approx(m["ap_per_iou"][0])
     assert m["AP75"] == pytest.approx(m["ap_per_iou"][5])
     assert m["AR100"] == pytest.approx(np.mean(m["recall_per_iou"]))
-    for k in range(3):
-        pk = precision[:, :, k, 0, 2]
-        assert m["per_class_AP"][f"class{k + 1}"] == pytest.approx(pk[pk > -1].mean())
-    assert m["per_class_AP"]["class4"] is None
+    num_classes = len(gt["categories"])
+    for k in range(num_classes - 1):
+        pk = precision[:, :, k]
+        assert m["per_class_AP"][f"class{k + 1}"] == pytest.approx(pk[pk > -1].mean(), rel=1e-12)
+    assert m["per_class_AP"][f"class{num_classes}"] is None
 
 
 def test_per_class_ap_by_name() -> None:

@@ -1,0 +1,69 @@
+"""Generated COCO ground truth and detections for the evaluation tests.
+
+:func:`generated_case` makes log-uniform box sizes (small, medium and large objects),
+``copies`` noisy detections per object and extra false positives, so that a case can hold
+well over pycocotools' 100 detections per image; the last image has no detections and the
+last class no ground truth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SIZE = 640
+
+
+def generated_case(
+    seed: int,
+    num_images: int = 12,
+    num_classes: int = 5,
+    max_objects: int = 12,
+    copies: int = 4,
+    false_positives: int = 40,
+    crowd_rate: float = 0.1,
+    score_decimals: int | None = None,
+) -> tuple[dict, list[dict]]:
+    """(ground truth as a COCO dict, predictions in the COCO results format)."""
+    rng = np.random.default_rng(seed)
+    images = [
+        {"id": i, "file_name": f"{i}.png", "width": SIZE, "height": SIZE}
+        for i in range(1, num_images + 1)
+    ]
+    categories = [{"id": c, "name": f"class{c}"} for c in range(1, num_classes + 1)]
+    anns: list[dict] = []
+    for image in images:
+        for _ in range(int(rng.integers(0, max_objects + 1))):
+            w, h = np.exp(rng.uniform(np.log(4), np.log(400), 2))
+            x, y = rng.uniform(0, SIZE - w), rng.uniform(0, SIZE - h)
+            crowd = int(rng.uniform() < crowd_rate)
+            anns.append({"id": len(anns) + 1, "image_id": image["id"],
+                         "category_id": int(rng.integers(1, num_classes)),
+                         "bbox": [float(x), float(y), float(w), float(h)],
+                         "area": float(w * h), "iscrowd": crowd})  # fmt: skip
+    preds: list[dict] = []
+
+    def score() -> float:
+        s = float(rng.uniform())
+        return s if score_decimals is None else round(s, score_decimals)
+
+    for ann in anns:
+        if ann["image_id"] == num_images:
+            continue
+        x, y, w, h = ann["bbox"]
+        for _ in range(int(rng.integers(0, copies + 1))):
+            j = rng.normal(0, 0.06, 4) * [w, h, w, h]
+            preds.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
+                          "bbox": [x + j[0], y + j[1], abs(w + j[2]), abs(h + j[3])],
+                          "score": score()})  # fmt: skip
+    for _ in range(false_positives):
+        w, h = np.exp(rng.uniform(np.log(2), np.log(300), 2))
+        preds.append({"image_id": int(rng.integers(1, num_images)),
+                      "category_id": int(rng.integers(1, num_classes + 1)),
+                      "bbox": [float(v) for v in (*rng.uniform(0, SIZE - 300, 2), w, h)],
+                      "score": score()})  # fmt: skip
+    return {"images": images, "annotations": anns, "categories": categories}, preds
+
+
+def detections_per_image(gt: dict, preds: list[dict]) -> np.ndarray:
+    """Number of detections of each image id ``0..num_images`` (index 0 unused)."""
+    return np.bincount([p["image_id"] for p in preds], minlength=len(gt["images"]) + 1)
