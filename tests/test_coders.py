@@ -51,6 +51,30 @@ def test_sqrt_area_offsets_share_one_normaliser():
     assert torch.allclose(standard, torch.tensor([[0.75, 2.0, torch.log(torch.tensor(1.5)), 0.0]]))
 
 
+def test_algorithm1_by_hand_with_an_anchor_away_from_the_origin():
+    """S = sqrt((x2a - x1a)(y2a - y1a)) from the anchor's own corners: an anchor away from the
+    origin and wider than tall, so that mixing up x and y (or corners 0/1 and 2/3) in S, or
+    normalising by w_a or h_a alone, gives other numbers."""
+    anchor = torch.tensor([[30.0, 10.0, 62.0, 18.0]], dtype=torch.float64)  # 32 x 8: S = 16
+    assert coders.anchor_scale(anchor).item() == 16.0
+    box = torch.tensor([[38.0, 2.0, 94.0, 34.0]], dtype=torch.float64)
+    coder = coders.get("sqrt_area")
+    # (box - anchor) / S = (8, -8, 32, 16) / 16
+    expected_offsets = torch.tensor([[0.5, -0.5, 2.0, 1.0]], dtype=torch.float64)
+    assert torch.equal(coder.encode(box, anchor), expected_offsets)
+    assert torch.equal(coder.decode(expected_offsets, anchor), box)
+    # Algorithm 1, line 5: the predicted box in the normalised frame is d + anchor / S
+    expected_frame = torch.tensor([[38 / 16, 2 / 16, 94 / 16, 34 / 16]], dtype=torch.float64)
+    assert torch.equal(coder.decode_normalized(expected_offsets, anchor), expected_frame)
+    assert torch.equal(coder.normalize(box, anchor), expected_frame)
+    # every anchor's own S, broadcast over a batch of anchors of different shapes
+    anchors = torch.tensor([[30.0, 10.0, 62.0, 18.0], [-5.0, 7.0, -1.0, 16.0]])
+    assert torch.equal(coders.anchor_scale(anchors), torch.tensor([16.0, 6.0]))
+    assert torch.allclose(
+        coder.normalize(torch.ones(2, 4), anchors), torch.tensor([1 / 16, 1 / 6])[:, None]
+    )
+
+
 def test_unknown_coder():
     with pytest.raises(ValueError, match="unknown box coder"):
         coders.get("polar")
