@@ -78,3 +78,26 @@ def test_algorithm1_by_hand_with_an_anchor_away_from_the_origin():
 def test_unknown_coder():
     with pytest.raises(ValueError, match="unknown box coder"):
         coders.get("polar")
+
+
+@pytest.mark.parametrize("name", ["standard", "sqrt_area"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_computed_in_float32(name, dtype, generator):
+    """Half-precision offsets or boxes with anchors up to the paper's 512 px: an anchor's
+    area (262144) overflows float16, so the coder computes in float32 like the metrics."""
+    anchors = torch.tensor([[0.0, 0.0, 512.0, 512.0], [100.0, 40.0, 132.0, 104.0]])
+    offsets = (torch.randn(2, 4, generator=generator) * 0.1).to(dtype)
+    boxes = (anchors + 8).to(dtype)
+    coder = coders.get(name)
+    exact = offsets.double(), anchors.double()
+    for got, expected in [
+        (coder.decode(offsets, anchors), coder.decode(*exact)),
+        (coder.decode(offsets, anchors.to(dtype)), coder.decode(*exact)),
+        (coder.decode_normalized(offsets, anchors), coder.decode_normalized(*exact)),
+        (coder.encode(boxes, anchors.to(dtype)), coder.encode(boxes.double(), exact[1])),
+        (coder.normalize(boxes, anchors.to(dtype)), coder.normalize(boxes.double(), exact[1])),
+    ]:
+        assert got.dtype == torch.float32
+        assert torch.allclose(got.double(), expected, rtol=1e-6, atol=1e-6)
+    # float64 offsets keep float64 with float32 anchors
+    assert coder.decode(exact[0], anchors).dtype == torch.float64
