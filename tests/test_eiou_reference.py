@@ -277,9 +277,11 @@ def _away_from_kinks(pred: Box, target: Box, margin: float = 1e-4) -> bool:
 
 
 def _assert_gradients_close(got: list[float], expected: list[float], what: str) -> None:
+    """Central differences with h = 1e-6 carry a rounding error of about 1e-16 |f| / h (times
+    U_e under SOT, up to ~1e4 here): 1e-5 of the gradient's largest component."""
     scale = max(1.0, *(abs(v) for v in expected))
     for g, e in zip(got, expected, strict=True):
-        assert g == pytest.approx(e, rel=1e-5, abs=1e-6 * scale), (what, got, expected)
+        assert g == pytest.approx(e, rel=1e-5, abs=1e-5 * scale), (what, got, expected)
 
 
 def _smooth_pairs(data, configuration: str) -> list[tuple[Box, Box]]:
