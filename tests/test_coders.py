@@ -81,6 +81,28 @@ def test_unknown_coder():
 
 
 @pytest.mark.parametrize("name", ["standard", "sqrt_area"])
+def test_batched_anchors_give_the_per_pair_results(name, generator):
+    """Boxes and anchors ``(..., 4)``: a ``(2, 3, 4)`` batch is coded pair by pair."""
+    anchors, boxes = random_boxes(6, generator) * 20, random_boxes(6, generator) * 20
+    coder = coders.get(name)
+    flat_offsets = coder.encode(boxes, anchors)
+    batched = coder.encode(boxes.view(2, 3, 4), anchors.view(2, 3, 4))
+    assert batched.shape == (2, 3, 4)
+    assert torch.equal(batched.view(6, 4), flat_offsets)
+    assert torch.equal(
+        coder.decode(batched, anchors.view(2, 3, 4)).view(6, 4), coder.decode(flat_offsets, anchors)
+    )
+    assert torch.equal(
+        coder.decode_normalized(batched, anchors.view(2, 3, 4)).view(6, 4),
+        coder.decode_normalized(flat_offsets, anchors),
+    )
+    assert torch.equal(
+        coder.normalize(boxes.view(2, 3, 4), anchors.view(2, 3, 4)).view(6, 4),
+        coder.normalize(boxes, anchors),
+    )
+
+
+@pytest.mark.parametrize("name", ["standard", "sqrt_area"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_is_computed_in_float32(name, dtype, generator):
     """Half-precision offsets or boxes with anchors up to the paper's 512 px: an anchor's
@@ -101,3 +123,8 @@ def test_half_precision_is_computed_in_float32(name, dtype, generator):
         assert torch.allclose(got.double(), expected, rtol=1e-6, atol=1e-6)
     # float64 offsets keep float64 with float32 anchors
     assert coder.decode(exact[0], anchors).dtype == torch.float64
+
+
+def test_standard_coder_needs_four_weights():
+    with pytest.raises(ValueError, match="weights must have 4 entries"):
+        coders.get("standard", weights=(1.0, 1.0))

@@ -243,6 +243,12 @@ def test_server_zip_holds_only_the_named_results(tmp_path: Path) -> None:
         rows = json.loads(archive.read(archive.namelist()[0]))
     assert rows == [{"image_id": 1, "category_id": 2, "bbox": [0.12, 1.0, 2.0, 3.0], "score": 0.5}]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["upload.zip"]
+    # another split names the file after it; the entry is compressed
+    other = evaluate.write_server_zip(tmp_path / "val.zip", preds, "run_a", split="val2017")
+    with zipfile.ZipFile(other) as archive:
+        (info,) = archive.infolist()
+    assert info.filename == "detections_val2017_run-a_results.json"
+    assert info.compress_type == zipfile.ZIP_DEFLATED
 
 
 def test_cli_evaluate(tmp_path: Path) -> None:

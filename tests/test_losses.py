@@ -260,3 +260,57 @@ def test_inverted_prediction_gets_gradient_that_unflips_it():
         losses.get("eiou", power=2, sot=True, gradient=gradient)(pred, target).backward()
         assert pred.grad[0, 0] > 0  # x1 moves left under gradient descent
         assert pred.grad[0, 2] < 0  # x2 moves right: the box unflips
+
+
+def test_dotted_path_to_a_nested_module_and_its_errors():
+    """The last dot splits module from attribute: ``a.b.C`` is ``C`` of module ``a.b``."""
+    loss = losses.get("eiou.losses.GIoULoss", power=2)
+    assert type(loss) is losses.GIoULoss and loss.power == 2.0
+    with pytest.raises(ValueError, match=r"module 'eiou\.losses' has no attribute 'Nope'"):
+        losses.get("eiou.losses.Nope")
+    with pytest.raises(ValueError, match="neither a class nor a function"):
+        losses.get("eiou.losses.REDUCTIONS")
+
+
+def test_smooth_l1_sums_the_four_coordinates_of_each_pair(generator):
+    """Per pair, over the last axis only, for any leading shape."""
+    pred = torch.randn(2, 5, 4, generator=generator)
+    target = torch.randn(2, 5, 4, generator=generator)
+    for beta in (1.0 / 9, 0.0):
+        expected = torch.nn.functional.smooth_l1_loss(pred, target, beta=beta, reduction="none")
+        got = losses.get("smooth_l1", beta=beta, reduction="none")(pred, target)
+        assert got.shape == (2, 5)
+        assert torch.allclose(got, expected.sum(-1), atol=1e-6)
+
+
+def test_function_loss_defaults_and_options(generator):
+    pred, target = random_boxes(6, generator), random_boxes(6, generator)
+    plain = losses.FunctionLoss(my_l1_box_loss)
+    assert (plain.power, plain.sot, plain.reduction, plain.eps) == (1.0, False, "mean", 1e-7)
+    assert plain.input_space == "boxes" and plain.minimum == 0.0
+    assert torch.allclose(plain(pred, target), (pred - target).abs().sum(-1).mean())
+    offsets = losses.FunctionLoss(my_l1_box_loss, input_space="offsets", minimum=-1.0, scale=3.0)
+    assert offsets.input_space == "offsets" and offsets.minimum == -1.0
+    # the loss is shifted by its minimum (CT's step (i)), here -1
+    expected = 3 * (pred - target).abs().sum(-1) + 1
+    assert torch.allclose(offsets(pred, target, reduction="none"), expected)
+    with pytest.raises(ValueError, match="input_space must be 'boxes' or 'offsets', got 'pixels'"):
+        losses.FunctionLoss(my_l1_box_loss, input_space="pixels")
+    with pytest.raises(ValueError, match="SOT applies"):
+        losses.FunctionLoss(my_l1_box_loss, input_space="offsets", sot=True)
+    # sot and eps reach the base class: SOT's U_e is computed with that eps
+    steady = losses.FunctionLoss(my_l1_box_loss, sot=True, eps=0.5, reduction="sum")
+    assert steady.sot and steady.eps == 0.5
+    p = pred.clone().requires_grad_()
+    steady(p, target).backward()
+    union = eiou.extended_iou_parts(pred, target).union
+    assert torch.allclose(p.grad, torch.sign(pred - target) * union[:, None])
+    assert "fn=my_l1_box_loss, power=1, sot=True, reduction='sum'" in repr(steady)
+
+
+def test_eiou_loss_elementwise_and_repr(generator):
+    """``elementwise`` (the loss before CT/SOT) is part of the BoxLoss interface."""
+    pred, target = random_boxes(6, generator), random_boxes(6, generator)
+    loss = losses.get("smooth_eiou", sot=True, gradient="paper", eps=0.0)
+    assert torch.equal(loss.elementwise(pred, target), 1 - eiou.eiou(pred, target, eps=0.0))
+    assert repr(loss) == ("SmoothEIoULoss(power=2, sot=True, reduction='mean', gradient='paper')")

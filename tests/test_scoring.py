@@ -98,3 +98,13 @@ def test_select_detections_keeps_the_best_with_their_own_iou(method: str) -> Non
     without_iou = select_detections(boxes, scores, labels, None, "cls", 0.5, 10)
     assert "predicted_iou" not in without_iou
     assert torch.equal(without_iou["boxes"], out["boxes"]) == (method == "cls")
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.7])
+def test_select_detections_uses_the_given_nms_threshold(threshold: float) -> None:
+    boxes, scores, labels, ious = _detections(80, seed=3)
+    out = select_detections(boxes, scores, labels, ious, "cls_x_iou", threshold, 1000)
+    keep, final = nms_with_scoring(boxes, scores, labels, ious, "cls_x_iou", threshold)
+    assert torch.equal(out["boxes"], boxes[keep]) and torch.equal(out["scores"], final)
+    default = nms_with_scoring(boxes, scores, labels, ious, "cls_x_iou")[0]
+    assert len(keep) != len(default)  # the threshold changes what survives here
