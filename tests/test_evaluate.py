@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +223,81 @@ def test_write_metrics_and_provenance(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]  # no temporaries
 
 
+def test_provenance_of_a_run_spec() -> None:
+    """Every field, from a run spec with the seed at the top level (no ``train.seed``)."""
+    import datetime as dt
+    import platform
+
+    spec = {"run_id": "r2", "seed": 11, "box_loss": {"name": "giou"},
+            "iou_head": {"enabled": True}, "data": {"name": "shapes"}}  # fmt: skip
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    record = evaluate.provenance(spec)
+    stamp = dt.datetime.fromisoformat(record["timestamp"])
+    assert stamp.utcoffset() == dt.timedelta(0)
+    assert before <= stamp <= dt.datetime.now(dt.UTC)
+    assert record["platform"] == {
+        "system": platform.system(),
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "python_implementation": platform.python_implementation(),
+    }
+    assert {k: record[k] for k in ("run_id", "seed", "box_loss", "gradient_mode", "iou_head",
+                                   "scoring", "dataset")} == {
+        "run_id": "r2", "seed": 11, "box_loss": "giou", "gradient_mode": None,
+        "iou_head": {"enabled": True}, "scoring": None, "dataset": "shapes",
+    }  # fmt: skip
+    assert set(record) >= {"git_commit", "git_dirty", "versions"}
+    empty = evaluate.provenance()
+    assert empty["run_id"] is None and empty["seed"] is None and empty["dataset"] is None
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    here = Path(evaluate.__file__).resolve().parent
+    return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, check=False)
+
+
+def test_git_commit_of_the_package_checkout(tmp_path: Path, monkeypatch) -> None:
+    """The commit and dirtiness of the checkout that holds the package, wherever the
+    process runs; ``(None, None)`` where git cannot tell."""
+    monkeypatch.chdir(tmp_path)  # not a checkout: the package's folder is what counts
+    head = _git("rev-parse", "HEAD")
+    commit, dirty = evaluate._git_commit()
+    if head.returncode != 0:  # an installed copy outside git
+        assert (commit, dirty) == (None, None)
+        return
+    assert commit == head.stdout.strip() and isinstance(commit, str) and len(commit) == 40
+    status = _git("status", "--porcelain", "--untracked-files=no").stdout
+    assert dirty is bool(status.strip())
+
+    def fake_run(returncodes):
+        calls = iter(returncodes)
+
+        def run(args, **kwargs):
+            return subprocess.CompletedProcess(args, next(calls), stdout="abc\n", stderr="")
+
+        return run
+
+    monkeypatch.setattr(subprocess, "run", fake_run([1]))
+    assert evaluate._git_commit() == (None, None)  # not a repository
+    monkeypatch.setattr(subprocess, "run", fake_run([0, 1]))
+    assert evaluate._git_commit() == ("abc", None)  # status failed: unknown dirtiness
+    monkeypatch.setattr(subprocess, "run", fake_run([0, 0]))
+    assert evaluate._git_commit() == ("abc", True)
+
+    def missing_git(args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(subprocess, "run", missing_git)
+    assert evaluate._git_commit() == (None, None)
+
+
+def test_load_predictions_needs_a_list(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"image_id": 1}))
+    with pytest.raises(ValueError, match="expected a JSON list of detections"):
+        evaluate.load_predictions(path)
+
+
 def test_coco_results_format(tmp_path: Path) -> None:
     name = evaluate.results_file_name("eiou_ct sot")
     assert name == "detections_test-dev2017_eiou-ct-sot_results.json"
@@ -231,6 +307,7 @@ def test_coco_results_format(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == [
         {"image_id": 3, "category_id": 18, "bbox": [1.23, 2.0, 3.34, 4.0], "score": 0.877}
     ]
+    assert len(path.read_text().splitlines()) == 1  # compact: uploads are large
 
 
 def test_server_zip_holds_only_the_named_results(tmp_path: Path) -> None:
