@@ -68,3 +68,23 @@ def test_iou_head_shapes_and_trains(num_outputs):
         loss.backward()
         opt.step()
     assert loss.item() < first
+
+
+def test_iou_head_defaults_and_initialisation():
+    """Class-agnostic by default; weights N(0, 0.01), bias 0, as the box predictors."""
+    torch.manual_seed(0)
+    head = IoUHead(4096)
+    assert head(torch.randn(3, 4096)).shape == (3, 1)
+    weight = head.predictor.weight
+    assert weight.std().item() == pytest.approx(0.01, rel=0.05)
+    assert abs(weight.mean().item()) < 1e-3 and torch.equal(head.predictor.bias, torch.zeros(1))
+
+
+def test_kl_target_takes_the_logits_dtype():
+    """A float64 q_g (from float64 boxes) with float32 logits: the loss is float32."""
+    logits = torch.zeros(4, requires_grad=True)
+    q_g = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64)
+    loss = iou_head_loss(logits, q_g, reduction="none")
+    assert loss.dtype == torch.float32
+    loss.sum().backward()
+    assert torch.allclose(logits.grad, 0.5 - q_g.float())

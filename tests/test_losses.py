@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from conftest import box_pairs, random_boxes
@@ -306,6 +308,8 @@ def test_function_loss_defaults_and_options(generator):
     union = eiou.extended_iou_parts(pred, target).union
     assert torch.allclose(p.grad, torch.sign(pred - target) * union[:, None])
     assert "fn=my_l1_box_loss, power=1, sot=True, reduction='sum'" in repr(steady)
+    partial = functools.partial(my_l1_box_loss, scale=2.0)  # no __qualname__: its repr
+    assert f"fn={partial!r}, power=1" in repr(losses.FunctionLoss(partial))
 
 
 def test_eiou_loss_elementwise_and_repr(generator):
@@ -314,3 +318,17 @@ def test_eiou_loss_elementwise_and_repr(generator):
     loss = losses.get("smooth_eiou", sot=True, gradient="paper", eps=0.0)
     assert torch.equal(loss.elementwise(pred, target), 1 - eiou.eiou(pred, target, eps=0.0))
     assert repr(loss) == ("SmoothEIoULoss(power=2, sot=True, reduction='mean', gradient='paper')")
+
+
+def test_register_adds_a_name_once(monkeypatch):
+    monkeypatch.setattr(losses, "_REGISTRY", dict(losses._REGISTRY))  # undone afterwards
+
+    @losses.register("test_register_once")
+    class Once(losses.GIoULoss):
+        pass
+
+    assert isinstance(losses.get("test_register_once"), Once)
+    assert "test_register_once" in losses.available()
+    with pytest.raises(ValueError, match="a loss named 'test_register_once' is already registered"):
+        losses.register("test_register_once")(losses.GIoULoss)
+    assert type(losses.get("test_register_once")) is Once
