@@ -332,3 +332,22 @@ def test_register_adds_a_name_once(monkeypatch):
     with pytest.raises(ValueError, match="a loss named 'test_register_once' is already registered"):
         losses.register("test_register_once")(losses.GIoULoss)
     assert type(losses.get("test_register_once")) is Once
+
+
+def test_each_loss_is_its_formula_with_its_own_eps(generator):
+    """Per-pair values (before CT: power 1) with a non-default ``eps`` passed through."""
+    pred, target = random_boxes(16, generator), random_boxes(16, generator)
+    eps = 0.3
+    expected = {
+        "iou": -torch.log(eiou.iou(pred, target, eps).clamp(min=eps)),
+        "giou": 1 - eiou.giou(pred, target, eps),
+        "diou": 1 - eiou.diou(pred, target, eps),
+        "ciou": 1 - eiou.ciou(pred, target, eps),
+        "eiou": 1 - eiou.eiou(pred, target, eps),
+        "smooth_eiou": (1 - eiou.eiou(pred, target, eps)) ** 2,
+    }
+    for name, value in expected.items():
+        loss = losses.get(name, eps=eps, reduction="none")
+        assert torch.allclose(loss(pred, target), value, rtol=1e-12, atol=1e-12), name
+        assert torch.allclose(loss.elementwise(pred, target) ** loss.power, value), name
+    assert losses.get("smooth_eiou").power == 2.0 and losses.get("eiou").power == 1.0
