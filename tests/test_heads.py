@@ -88,3 +88,15 @@ def test_kl_target_takes_the_logits_dtype():
     assert loss.dtype == torch.float32
     loss.sum().backward()
     assert torch.allclose(logits.grad, 0.5 - q_g.float())
+
+
+def test_kl_weights_and_avg_factor():
+    logits = torch.tensor([0.3, -1.2, 2.0, 0.0], dtype=torch.float64)
+    q_g = torch.tensor([0.1, 0.5, 0.9, 0.0], dtype=torch.float64)
+    weight = torch.tensor([1.0, 0.0, 2.0, 0.5], dtype=torch.float64)
+    per_element = iou_head_loss(logits, q_g, reduction="none")
+    got = iou_head_loss(logits, q_g, weight=weight, avg_factor=4.0)
+    assert got.item() == pytest.approx((per_element * weight).sum().item() / 4.0)
+    assert iou_head_loss(logits, q_g, weight=weight, reduction="sum").item() == pytest.approx(
+        (per_element * weight).sum().item()
+    )
