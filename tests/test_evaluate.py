@@ -8,6 +8,7 @@ import io
 import json
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,67 @@ def test_empty_predictions_give_zeros_quietly(capsys: pytest.CaptureFixture[str]
     evaluate.evaluate_predictions(gt, [{"image_id": 1, "category_id": 1,
                                         "bbox": [10, 10, 50, 50], "score": 1.0}])  # fmt: skip
     assert capsys.readouterr().out == ""
+
+
+def test_error_messages_name_what_is_wrong() -> None:
+    gt = _gt([[(1, [10, 10, 50, 50])]])
+    bad_images = [{"image_id": i, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}
+                  for i in range(10, 16)]  # fmt: skip
+    with pytest.raises(ValueError) as err:
+        evaluate.evaluate_predictions(gt, bad_images)
+    assert str(err.value) == (
+        "predictions do not match the ground truth: 6 image ids not in the ground truth, "
+        "e.g. [10, 11, 12, 13, 14]"
+    )
+    bad_cats = [{"image_id": 1, "category_id": c, "bbox": [0, 0, 1, 1], "score": 1}
+                for c in range(3, 15)]  # fmt: skip
+    with pytest.raises(ValueError) as err:
+        evaluate.evaluate_predictions(gt, bad_cats + bad_images[:1])
+    assert str(err.value) == (
+        "predictions do not match the ground truth: 1 image ids not in the ground truth, "
+        "e.g. [10]; category ids not in the ground truth: [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]"
+    )
+    no_score = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}
+    short_box = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 1], "score": 1}
+    for bad in (no_score, short_box):
+        with pytest.raises(ValueError) as err:
+            evaluate.evaluate_predictions(gt, [bad, bad])
+        assert str(err.value) == (  # one example is enough
+            "predictions do not match the ground truth: detection without a 4-number bbox "
+            f"and a score: {bad}"
+        )
+    with pytest.raises(ValueError) as err:
+        evaluate.evaluate_predictions({**gt, "annotations": []}, [])
+    assert str(err.value) == (
+        "the ground truth has no annotations (a test-dev split?): nothing to evaluate; write a "
+        "server results file with write_coco_results instead"
+    )
+
+
+def test_ground_truth_dict_is_not_modified_and_engine_output_is_logged(caplog) -> None:
+    """pycocotools marks ground truth as ignored in place: the caller's dict is copied.
+    Its prints go to the debug log, labelled."""
+    gt = _gt([[(1, [10, 10, 50, 50]), (2, [100, 100, 30, 30])], [(1, [5, 5, 20, 20])]])
+    before = json.loads(json.dumps(gt))
+    preds = [{"image_id": 1, "category_id": 1, "bbox": [12, 10, 50, 50], "score": 0.8}]
+    with caplog.at_level("DEBUG", logger="eiou.evaluate"):
+        m = evaluate.evaluate_predictions(gt, preds)
+    assert gt == before
+    assert m["num_images"] == 2 and m["num_predictions"] == 1 and m["units"] == "fraction"
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(msg.startswith("pycocotools index:") for msg in messages)
+    assert any(msg.startswith("pycocotools evaluate:") for msg in messages)
+
+
+def test_version_falls_back_to_the_imported_module(monkeypatch) -> None:
+    import types
+
+    module = types.ModuleType("eiou_test_unpackaged")
+    module.__version__ = "1.2.3"
+    monkeypatch.setitem(sys.modules, "eiou_test_unpackaged", module)
+    assert evaluate._version("eiou_test_unpackaged") == "1.2.3"
+    assert evaluate._version("eiou_test_not_there") is None
+    assert evaluate._version("numpy") == np.__version__
 
 
 def test_mismatched_predictions_and_missing_ground_truth_are_errors() -> None:
