@@ -62,7 +62,7 @@ settings.register_profile(
 settings.register_profile(
     "mutate",
     deadline=None,
-    max_examples=30,
+    max_examples=12,
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
