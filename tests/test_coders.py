@@ -128,3 +128,18 @@ def test_half_precision_is_computed_in_float32(name, dtype, generator):
 def test_standard_coder_needs_four_weights():
     with pytest.raises(ValueError, match="weights must have 4 entries"):
         coders.get("standard", weights=(1.0, 1.0))
+
+
+@pytest.mark.parametrize("name", ["standard", "sqrt_area"])
+def test_mixed_float32_float64_is_computed_in_float64(name, generator):
+    """float64 offsets or boxes with float32 anchors: computed as if both were float64."""
+    anchors = random_boxes(16, generator, dtype=torch.float32) * 30 + 0.1
+    boxes = random_boxes(16, generator) * 30
+    offsets = torch.randn(16, 4, generator=generator, dtype=torch.float64) * 0.1
+    coder, exact = coders.get(name), anchors.double()
+    assert torch.equal(coder.decode(offsets, anchors), coder.decode(offsets, exact))
+    assert torch.equal(
+        coder.decode_normalized(offsets, anchors), coder.decode_normalized(offsets, exact)
+    )
+    assert torch.equal(coder.encode(boxes, anchors), coder.encode(boxes, exact))
+    assert torch.equal(coder.normalize(boxes, anchors), coder.normalize(boxes, exact))

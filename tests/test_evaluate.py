@@ -248,6 +248,8 @@ def test_version_falls_back_to_the_imported_module(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "eiou_test_unpackaged", module)
     assert evaluate._version("eiou_test_unpackaged") == "1.2.3"
     assert evaluate._version("eiou_test_not_there") is None
+    monkeypatch.setitem(sys.modules, "eiou_test_no_version", types.ModuleType("x"))
+    assert evaluate._version("eiou_test_no_version") is None
     assert evaluate._version("numpy") == np.__version__
 
 
@@ -351,6 +353,30 @@ def test_git_commit_of_the_package_checkout(tmp_path: Path, monkeypatch) -> None
 
     monkeypatch.setattr(subprocess, "run", missing_git)
     assert evaluate._git_commit() == (None, None)
+
+
+def test_git_dirty_means_modified_tracked_files(tmp_path: Path, monkeypatch) -> None:
+    """In a throw-away repository holding the package: an untracked file leaves the tree
+    clean, a modified tracked file makes it dirty."""
+    repo = tmp_path / "repo"
+    (repo / "eiou").mkdir(parents=True)
+    (repo / "eiou" / "evaluate.py").write_text("x = 1\n")
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=repo, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "c")
+    monkeypatch.setattr(evaluate, "__file__", str(repo / "eiou" / "evaluate.py"))
+    assert evaluate._git_commit() == (git("rev-parse", "HEAD"), False)
+    (repo / "untracked.txt").write_text("u")
+    assert evaluate._git_commit()[1] is False
+    (repo / "eiou" / "evaluate.py").write_text("x = 2\n")
+    assert evaluate._git_commit()[1] is True
 
 
 def test_load_predictions_needs_a_list(tmp_path: Path) -> None:

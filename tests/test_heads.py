@@ -95,8 +95,8 @@ def test_kl_weights_and_avg_factor():
     q_g = torch.tensor([0.1, 0.5, 0.9, 0.0], dtype=torch.float64)
     weight = torch.tensor([1.0, 0.0, 2.0, 0.5], dtype=torch.float64)
     per_element = iou_head_loss(logits, q_g, reduction="none")
-    got = iou_head_loss(logits, q_g, weight=weight, avg_factor=4.0)
-    assert got.item() == pytest.approx((per_element * weight).sum().item() / 4.0)
+    got = iou_head_loss(logits, q_g, weight=weight, avg_factor=3.0)  # not the 4 elements
+    assert got.item() == pytest.approx((per_element * weight).sum().item() / 3.0)
     assert iou_head_loss(logits, q_g, weight=weight, reduction="sum").item() == pytest.approx(
         (per_element * weight).sum().item()
     )

@@ -99,6 +99,8 @@ def test_iou_loss_modes(generator):
     assert torch.allclose(log_loss, -torch.log(value.clamp(min=1e-7)))
     linear = losses.get("iou", mode="linear", reduction="none")
     assert torch.allclose(linear(pred, target), 1 - value)
+    with pytest.raises(ValueError, match="mode must be 'log' or 'linear', got 'cubic'"):
+        losses.get("iou", mode="cubic")
 
 
 def test_ct_zero_gradient_at_minimum_only_with_power_above_one():
