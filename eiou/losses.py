@@ -409,7 +409,9 @@ class _PaperEIoULoss(torch.autograd.Function):
     Forward computes the loss and, from the same intermediates, its gradient with respect
     to the predicted corners (Eq. 33-44; Eq. 44's ``U_g`` read as ``U_e``); backward only
     multiplies that stored gradient by the incoming one. ``target`` gets no gradient.
-    Inverted predictions follow :mod:`eiou.metrics` (zero area, corners as given).
+    Inverted predictions follow :mod:`eiou.metrics` (zero area, corners as given). On a kink
+    (a shared edge, touching boxes, a zero width) each coordinate gets the one-sided
+    derivative towards overlap, inside the target and a non-inverted prediction.
     Written with in-place operations: on large inputs the cost is memory traffic.
     """
 

@@ -350,3 +350,50 @@ def test_paper_gradient_is_the_derivative_with_x0_y0_held(configuration, data, p
         for k, exact in enumerate(_appendix_exact(p, t)):
             same = math.isclose(paper_grad[i, k], auto_grad[i, k], rel_tol=1e-9, abs_tol=1e-12)
             assert same == exact, (k, p, t, paper_grad[i].tolist(), auto_grad[i].tolist())
+
+
+#: Pairs on a kink, against the target (0, 0, 4, 3): (pred, coordinate, side). Appendix A's
+#: gradient takes, for that coordinate, the one-sided derivative on the side where the
+#: boxes overlap, the prediction's edge is inside the target, and the prediction is not
+#: inverted (+1: moving the coordinate up, -1: down).
+KINKS = {
+    "x1_p = x1_t": ((0.0, 1.0, 2.0, 5.0), 0, +1),
+    "y1_p = y1_t": ((1.0, 0.0, 5.0, 2.0), 1, +1),
+    "x2_p = x2_t": ((1.0, -1.0, 4.0, 2.0), 2, -1),
+    "y2_p = y2_t": ((-1.0, 1.0, 2.0, 3.0), 3, -1),
+    "touching, prediction left": ((-2.0, 1.0, 0.0, 2.0), 2, +1),
+    "touching, prediction right": ((4.0, 1.0, 6.0, 2.0), 0, -1),
+    "touching, prediction below": ((1.0, 3.0, 2.0, 5.0), 1, -1),
+    "zero width": ((1.0, 1.0, 1.0, 2.0), 0, -1),
+    "zero width, x2": ((1.0, 1.0, 1.0, 2.0), 2, +1),
+    "zero height": ((1.0, 1.0, 2.0, 1.0), 1, -1),
+    "zero height, y2": ((1.0, 1.0, 2.0, 1.0), 3, +1),
+    # EIoU != 0 (apart), so the area term of Eq. 37-40 counts too
+    "zero width, apart": ((6.0, 1.0, 6.0, 2.0), 2, +1),
+    "zero height, apart": ((1.0, 5.0, 2.0, 5.0), 3, +1),
+}
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0])
+@pytest.mark.parametrize("kink", list(KINKS))
+def test_paper_gradient_on_a_kink_is_the_one_sided_derivative_towards_overlap(kink, power):
+    pred, coordinate, side = KINKS[kink]
+    target = (0.0, 0.0, 4.0, 3.0)
+    held = {"x0": min(pred[0], pred[2], 0.0), "y0": min(pred[1], pred[3], 0.0)}
+
+    def loss(box: Box) -> float:
+        return (1 - reference_eiou(box, target, eps=0.0, **held)) ** power
+
+    h = 1e-7
+    bumped = list(pred)
+    bumped[coordinate] += side * h
+    expected = side * (loss(tuple(bumped)) - loss(pred)) / h
+    other_side = list(pred)
+    other_side[coordinate] -= side * h
+    assert abs(-side * (loss(tuple(other_side)) - loss(pred)) / h - expected) > 1e-3  # a kink
+    box = torch.tensor([pred], dtype=torch.float64, requires_grad=True)
+    value = losses.get("eiou", power=power, gradient="paper", reduction="sum", eps=0.0)(
+        box, torch.tensor([target], dtype=torch.float64)
+    )
+    (grad,) = torch.autograd.grad(value, box)
+    assert grad[0, coordinate].item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
