@@ -353,3 +353,22 @@ def test_each_loss_is_its_formula_with_its_own_eps(generator):
         assert torch.allclose(loss(pred, target), value, rtol=1e-12, atol=1e-12), name
         assert torch.allclose(loss.elementwise(pred, target) ** loss.power, value), name
     assert losses.get("smooth_eiou").power == 2.0 and losses.get("eiou").power == 1.0
+
+
+def test_convexify_defaults_and_power_check():
+    value = torch.tensor([0.0, 0.5, 2.0])
+    assert torch.equal(losses.convexify(value), value**2)  # minimum 0, power 2
+    with pytest.raises(ValueError, match=r"power must be >= 1 \(1: no CT; CT needs power > 1\)"):
+        losses.convexify(value, power=0.5)
+
+
+@pytest.mark.parametrize("gradient", ["autograd", "paper"])
+def test_batched_pairs_give_the_per_pair_losses_and_gradients(gradient, generator):
+    """``(2, 3, 4)`` boxes with per-pair weights: the same as the 6 pairs flattened."""
+    pred, target = random_boxes(6, generator), random_boxes(6, generator)
+    weight = torch.rand(6, generator=generator, dtype=torch.float64)
+    loss = losses.get("eiou", power=2, sot=True, gradient=gradient, reduction="sum")
+    flat, batched = pred.clone().requires_grad_(), pred.view(2, 3, 4).clone().requires_grad_()
+    loss(flat, target, weight=weight).backward()
+    loss(batched, target.view(2, 3, 4), weight=weight.view(2, 3)).backward()
+    assert torch.allclose(batched.grad.view(6, 4), flat.grad, rtol=1e-12, atol=1e-15)
