@@ -112,8 +112,25 @@ def test_broadcasting_empty_and_shape_errors(generator):
     empty = torch.empty(0, 4)
     for fn in (eiou.iou, eiou.giou, eiou.diou, eiou.ciou, eiou.eiou):
         assert fn(empty, empty).shape == (0,)
-    with pytest.raises(ValueError, match=r"\(\.\.\., 4\)"):
-        eiou.iou(torch.zeros(3, 5), torch.zeros(3, 5))
+    for pred, target in [
+        (torch.zeros(3, 5), torch.zeros(3, 4)),
+        (torch.zeros(3, 4), torch.zeros(3)),
+    ]:
+        with pytest.raises(ValueError) as err:
+            eiou.iou(pred, target)
+        assert str(err.value) == (
+            "boxes must have shape (..., 4) in (x1, y1, x2, y2) format, got "
+            f"pred {tuple(pred.shape)} and target {tuple(target.shape)}"
+        )
+
+
+def test_mixed_float32_float64_is_computed_in_float64(generator):
+    pred, target = random_boxes(32, generator), random_boxes(32, generator)
+    for fn in (eiou.iou, eiou.giou, eiou.diou, eiou.ciou, eiou.eiou):
+        for a, b in [(pred.float(), target), (pred, target.float())]:
+            value = fn(a, b)
+            assert value.dtype == torch.float64
+            assert torch.equal(value, fn(a.double(), b.double()))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
