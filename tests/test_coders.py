@@ -138,6 +138,8 @@ def test_mixed_float32_float64_is_computed_in_float64(name, generator):
     offsets = torch.randn(16, 4, generator=generator, dtype=torch.float64) * 0.1
     coder, exact = coders.get(name), anchors.double()
     assert torch.equal(coder.decode(offsets, anchors), coder.decode(offsets, exact))
+    low = offsets.float()  # float32 offsets with float64 anchors: exp() etc. in float64
+    assert torch.equal(coder.decode(low, exact), coder.decode(low.double(), exact))
     assert torch.equal(
         coder.decode_normalized(offsets, anchors), coder.decode_normalized(offsets, exact)
     )
