@@ -372,3 +372,38 @@ def test_batched_pairs_give_the_per_pair_losses_and_gradients(gradient, generato
     loss(flat, target, weight=weight).backward()
     loss(batched, target.view(2, 3, 4), weight=weight.view(2, 3)).backward()
     assert torch.allclose(batched.grad.view(6, 4), flat.grad, rtol=1e-12, atol=1e-15)
+
+
+class NotALoss:
+    """Builds, but is not callable."""
+
+    def __init__(self, **options):
+        self.options = options
+
+
+def test_error_messages_of_the_registry_and_the_base_class():
+    with pytest.raises(ValueError) as err:
+        losses.get(f"{__name__}.NotALoss")
+    assert str(err.value) == f"'{__name__}.NotALoss' did not build a callable loss"
+    with pytest.raises(ValueError) as err:
+        losses.get("nope")
+    assert str(err.value) == (
+        f"unknown loss 'nope': use one of {losses.available()} or a dotted import path such "
+        "as 'my_package.my_module.my_loss'"
+    )
+    with pytest.raises(ValueError) as err:
+        losses.get("giou", reduction="avg")
+    assert str(err.value) == "reduction must be one of ('none', 'mean', 'sum'), got 'avg'"
+    with pytest.raises(ValueError) as err:
+        losses.get("smooth_l1", sot=True)
+    assert str(err.value) == (
+        "SmoothL1Loss works on offsets: SOT applies to losses on boxes (the IoU family)"
+    )
+
+
+def test_reduce_loss_defaults_and_coordinate_weights_on_batches(generator):
+    loss = torch.rand(2, 3, generator=generator, dtype=torch.float64)
+    assert torch.equal(losses.reduce_loss(loss), loss.mean())  # "mean" by default
+    weight4 = torch.rand(2, 3, 4, generator=generator, dtype=torch.float64)
+    got = losses.reduce_loss(loss, weight4, reduction="none")
+    assert torch.allclose(got, loss * weight4.mean(-1))
