@@ -1,6 +1,8 @@
 # Two commands on a fresh clone (see README.md):
 #   make reproduce   the main job: the whole pipeline on the embedded default (mini preset)
 #   make test        the test suite
+#   make mutate      mutation testing of the core modules (hours; before a release, not in CI);
+#                    MUTANTS='eiou.metrics.*' runs one module's mutants
 # Both create the virtual environment in .venv on first use and reuse it afterwards.
 PYTHON ?= python3
 VENV := .venv
@@ -8,8 +10,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
 PRESET ?= mini
+MUTANTS ?=
 
-.PHONY: reproduce test lint venv clean-results
+.PHONY: reproduce test lint mutate venv clean-results
 
 venv: $(STAMP)
 
@@ -25,6 +28,14 @@ reproduce: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Each mutant of eiou/{metrics,losses,coders,heads,scoring,evaluate}.py runs against the unit
+# tests that reach it ([tool.mutmut] in pyproject.toml), with a fixed set of hypothesis
+# examples; reruns only what changed. Summary: python benchmarks/mutation_report.py
+mutate: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[workflow,test,mutate]' --config-settings editable_mode=compat
+	HYPOTHESIS_PROFILE=mutate nice -n 15 $(BIN)/mutmut run $(MUTANTS)
+	$(BIN)/python benchmarks/mutation_report.py
 
 # ruff (Python), snakemake --lint (workflow best practices), snakefmt (workflow format)
 lint: $(STAMP)

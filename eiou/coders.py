@@ -1,7 +1,9 @@
 """Box coders: boxes <-> regression offsets relative to anchors (or proposals).
 
 All boxes are ``(..., 4)`` ``(x1, y1, x2, y2)`` in pixels; ``anchors`` broadcast against
-them. Every coder also gives the **anchor-normalised frame** of the paper's Algorithm 1:
+them. Half-precision inputs are computed (and returned) in float32, as in
+:mod:`eiou.metrics`: an anchor's area in pixels overflows float16 from 256 x 256 on.
+Every coder also gives the **anchor-normalised frame** of the paper's Algorithm 1:
 coordinates divided by ``S = sqrt(anchor area)``. IoU-family losses evaluated there see
 ``U_e`` in units of anchor area, so SOT's gradient scale is comparable across pyramid levels.
 
@@ -20,9 +22,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from eiou.metrics import _upcast
+
 __all__ = ["BoxCoder", "SqrtAreaBoxCoder", "StandardBoxCoder", "anchor_scale", "available", "get"]
 
 DEFAULT_DW_CLIP = math.log(1000.0 / 16)
+
+
+def _common_float(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """``a`` and ``b`` in one floating dtype, at least float32 (half precision upcast)."""
+    a, b = _upcast(a), _upcast(b)
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    return a.to(dtype), b.to(dtype)
 
 
 def anchor_scale(anchors: Tensor) -> Tensor:
@@ -45,6 +56,7 @@ class BoxCoder:
 
     def normalize(self, boxes: Tensor, anchors: Tensor) -> Tensor:
         """``boxes`` in the anchor-normalised frame: divided by ``S`` of their anchor."""
+        boxes, anchors = _common_float(boxes, anchors)
         return boxes / anchor_scale(anchors).unsqueeze(-1)
 
     def decode_normalized(self, offsets: Tensor, anchors: Tensor) -> Tensor:
@@ -72,6 +84,7 @@ class StandardBoxCoder(BoxCoder):
         self.dw_clip = float(dw_clip)
 
     def encode(self, boxes: Tensor, anchors: Tensor) -> Tensor:
+        boxes, anchors = _common_float(boxes, anchors)
         wx, wy, ww, wh = self.weights
         aw, ah = anchors[..., 2] - anchors[..., 0], anchors[..., 3] - anchors[..., 1]
         acx, acy = anchors[..., 0] + 0.5 * aw, anchors[..., 1] + 0.5 * ah
@@ -88,7 +101,7 @@ class StandardBoxCoder(BoxCoder):
         )
 
     def decode(self, offsets: Tensor, anchors: Tensor) -> Tensor:
-        anchors = anchors.to(offsets.dtype)
+        offsets, anchors = _common_float(offsets, anchors)
         wx, wy, ww, wh = self.weights
         aw, ah = anchors[..., 2] - anchors[..., 0], anchors[..., 3] - anchors[..., 1]
         acx, acy = anchors[..., 0] + 0.5 * aw, anchors[..., 1] + 0.5 * ah
@@ -111,15 +124,16 @@ class SqrtAreaBoxCoder(BoxCoder):
     name = "sqrt_area"
 
     def encode(self, boxes: Tensor, anchors: Tensor) -> Tensor:
+        boxes, anchors = _common_float(boxes, anchors)
         return (boxes - anchors) / anchor_scale(anchors).unsqueeze(-1)
 
     def decode(self, offsets: Tensor, anchors: Tensor) -> Tensor:
-        anchors = anchors.to(offsets.dtype)
+        offsets, anchors = _common_float(offsets, anchors)
         return anchors + offsets * anchor_scale(anchors).unsqueeze(-1)
 
     def decode_normalized(self, offsets: Tensor, anchors: Tensor) -> Tensor:
         """``offsets + anchors / S`` (Algorithm 1, line 5): no round trip through pixels."""
-        anchors = anchors.to(offsets.dtype)
+        offsets, anchors = _common_float(offsets, anchors)
         return offsets + anchors / anchor_scale(anchors).unsqueeze(-1)
 
 

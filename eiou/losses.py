@@ -27,7 +27,9 @@ Options common to the box losses:
   Appendix A (Eq. 33-44), computed in one fused custom autograd Function. They agree
   wherever the boxes overlap and differ on part of the separated pairs: where
   ``x1_p < x1_t`` (resp. ``y1_p < y1_t``) and the boxes are apart along the other axis,
-  the paper sets ``dI_e/dx1_p = 0`` while the exact derivative is ``2 (y1 - y2)``.
+  the paper sets ``dI_e/dx1_p = 0`` while the exact derivative is ``2 (y1 - y2)``. In
+  general the paper's gradient is the derivative with ``x0`` and ``y0`` held fixed (for a
+  prediction inverted so far that ``x2_p`` is the leftmost corner, ``x0 = x2_p``).
 
 Losses are looked up by name with :func:`get`; :func:`register` adds one. A dotted import
 path (``"my_pkg.losses.my_loss"``) names a user's loss: a class is instantiated with the
@@ -407,7 +409,9 @@ class _PaperEIoULoss(torch.autograd.Function):
     Forward computes the loss and, from the same intermediates, its gradient with respect
     to the predicted corners (Eq. 33-44; Eq. 44's ``U_g`` read as ``U_e``); backward only
     multiplies that stored gradient by the incoming one. ``target`` gets no gradient.
-    Inverted predictions follow :mod:`eiou.metrics` (zero area, corners as given).
+    Inverted predictions follow :mod:`eiou.metrics` (zero area, corners as given). On a kink
+    (a shared edge, touching boxes, a zero width) each coordinate gets the one-sided
+    derivative towards overlap, inside the target and a non-inverted prediction.
     Written with in-place operations: on large inputs the cost is memory traffic.
     """
 

@@ -215,8 +215,12 @@ class _ExtendedGeometry(NamedTuple):
 
 
 def _extended_geometry(c: _Corners) -> _ExtendedGeometry:
-    x0 = torch.minimum(c.px1, c.tx1)  # Eq. 10-11
-    y0 = torch.minimum(c.py1, c.ty1)
+    # Eq. 10-11, x0 = min(x1_t, x1_p), taken over all four corners: the same for valid boxes,
+    # and for an inverted box (x2 < x1) it keeps every corner at or right of x0, so I_e <= 0
+    # and U_e >= S_t + S_p stay true. (With x0 = min(x1_t, x1_p) alone, a prediction
+    # inverted along both axes could get I_e > 0 and U_e <= 0: EIoU outside (-1, 1].)
+    x0 = torch.minimum(torch.minimum(c.px1, c.px2), torch.minimum(c.tx1, c.tx2))
+    y0 = torch.minimum(torch.minimum(c.py1, c.py2), torch.minimum(c.ty1, c.ty2))
     # Eq. 1-4 and 12-15 measured from (x0, y0): every product below is translation invariant.
     dx1 = torch.maximum(c.px1, c.tx1) - x0
     dy1 = torch.maximum(c.py1, c.ty1) - y0

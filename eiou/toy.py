@@ -44,6 +44,7 @@ __all__ = [
     "fig5_descent",
     "iterations_to_converge",
     "lr_sweep",
+    "sweep_markdown",
 ]
 
 DEFAULT_LR = 0.1
@@ -58,6 +59,30 @@ FIG5A = (("small", 1.0, 0.5), ("medium", 2.0, 1.0), ("large", 4.0, 2.0))  # (siz
 FIG5B = (("small", 1.0, 0.5), ("medium", 1.0, 2.0), ("large", 1.0, 4.0))
 
 _LOSSES = {"-EIoU": 1.0, "Smooth-EIoU": 2.0}  # display name -> CT power
+
+#: Each claim of :func:`lr_sweep`: (how the README states it, what its numbers measure).
+CLAIMS = {
+    "fig4c_ct": (
+        "Fig. 4c: with SOT, Smooth-EIoU converges, -EIoU oscillates",
+        "iterations to converge (Smooth-EIoU, -EIoU)",
+    ),
+    "fig5a_sot_scale_invariant": (
+        "Fig. 5a: with SOT the trajectory scales exactly with the box size",
+        "max deviation of p_k / s across sizes",
+    ),
+    "fig5a_no_sot_slower_when_larger": (
+        "Fig. 5a: without SOT, larger boxes converge later",
+        "iterations to converge (small, medium, large)",
+    ),
+    "fig5b_sot_converges": (
+        "Fig. 5b: with SOT every start converges",
+        "iterations to converge (starts 0.5, 2, 4)",
+    ),
+    "fig5b_no_sot_trapped": (
+        "Fig. 5b: without SOT the `(0, 0, 4, 4)` start is trapped",
+        "iterations to converge from `(0, 0, 4, 4)`",
+    ),
+}
 
 
 def fig3_giou_counter_example() -> pd.DataFrame:
@@ -228,35 +253,33 @@ def _claims(lr: float, iterations: int, tolerance: float) -> list[dict[str, obje
     no_sot = [steps(a, size, False) for size, _, _ in FIG5A]
     sot_b = [steps(b, size, True) for size, _, _ in FIG5B]
     trapped = steps(b, "large", False)
+    results = {
+        "fig4c_ct": (
+            math.isfinite(converge["Smooth-EIoU"]) and math.isinf(converge["-EIoU"]),
+            _iterations(converge["Smooth-EIoU"], converge["-EIoU"]),
+        ),
+        "fig5a_sot_scale_invariant": (deviation < 1e-9, f"{deviation:.3g}"),
+        "fig5a_no_sot_slower_when_larger": (
+            math.isfinite(no_sot[0]) and no_sot[0] < no_sot[1] < no_sot[2],
+            _iterations(*no_sot),
+        ),
+        "fig5b_sot_converges": (all(math.isfinite(v) for v in sot_b), _iterations(*sot_b)),
+        "fig5b_no_sot_trapped": (math.isinf(trapped), _iterations(trapped)),
+    }
     return [
         {
-            "claim": "fig4c_ct",
-            "holds": math.isfinite(converge["Smooth-EIoU"]) and math.isinf(converge["-EIoU"]),
-            "detail": f"iterations to converge: Smooth-EIoU {converge['Smooth-EIoU']}, "
-            f"-EIoU {converge['-EIoU']}",
-        },
-        {
-            "claim": "fig5a_sot_scale_invariant",
-            "holds": deviation < 1e-9,
-            "detail": f"max deviation of p_k / s across sizes: {deviation:.3g}",
-        },
-        {
-            "claim": "fig5a_no_sot_slower_when_larger",
-            "holds": math.isfinite(no_sot[0]) and no_sot[0] < no_sot[1] < no_sot[2],
-            "detail": "iterations to converge (small, medium, large): "
-            + ", ".join(str(v) for v in no_sot),
-        },
-        {
-            "claim": "fig5b_sot_converges",
-            "holds": all(math.isfinite(v) for v in sot_b),
-            "detail": "iterations to converge (0.5, 2, 4): " + ", ".join(str(v) for v in sot_b),
-        },
-        {
-            "claim": "fig5b_no_sot_trapped",
-            "holds": math.isinf(trapped),
-            "detail": f"iterations to converge from (0, 0, 4, 4) without SOT: {trapped}",
-        },
+            "claim": claim,
+            "holds": bool(holds),
+            "measured": measured,
+            "detail": f"{CLAIMS[claim][1]}: {measured}",
+        }
+        for claim, (holds, measured) in results.items()
     ]
+
+
+def _iterations(*values: float) -> str:
+    """Iteration counts as text: ``never`` for a run that does not converge."""
+    return ", ".join("never" if math.isinf(v) else str(int(v)) for v in values)
 
 
 def lr_sweep(
@@ -266,7 +289,9 @@ def lr_sweep(
 ) -> pd.DataFrame:
     """Whether each claim holds at each learning rate.
 
-    Columns: ``lr``, ``iterations``, ``tolerance``, ``claim``, ``holds`` (bool), ``detail``.
+    Columns: ``lr``, ``iterations``, ``tolerance``, ``claim``, ``holds`` (bool),
+    ``measured`` (the numbers the claim was decided on, as text) and ``detail`` (the same
+    with what they measure, see :data:`CLAIMS`).
     """
     rows = []
     for lr in lrs:
@@ -275,3 +300,68 @@ def lr_sweep(
                 {"lr": float(lr), "iterations": iterations, "tolerance": tolerance, **claim}
             )
     return pd.DataFrame(rows)
+
+
+def _format_lr(lr: float) -> str:
+    return f"{lr:.2g}"
+
+
+def _ranges(lrs: list[float], selected: list[float]) -> list[str]:
+    """``selected`` as runs of consecutive entries of the sorted sweep ``lrs``: "a–b"."""
+    runs: list[list[float]] = []
+    for i, lr in enumerate(lrs):
+        if lr not in selected:
+            continue
+        if runs and lrs.index(runs[-1][-1]) == i - 1:
+            runs[-1].append(lr)
+        else:
+            runs.append([lr])
+    return [
+        _format_lr(run[0]) if len(run) == 1 else f"{_format_lr(run[0])}–{_format_lr(run[-1])}"
+        for run in runs
+    ]
+
+
+def sweep_markdown(sweep: pd.DataFrame, default_lr: float = DEFAULT_LR) -> str:
+    """The README's table of :func:`lr_sweep`: per claim, the rates where it holds, and
+    where it does not, with the numbers it was decided on; then the rates where all hold.
+
+    The README holds exactly this text for the default sweep (checked by the test suite);
+    regenerate it with
+    ``python -c "from eiou import toy; print(toy.sweep_markdown(toy.lr_sweep()))"``.
+    """
+    lrs = sorted(sweep["lr"].unique().tolist())
+    iterations = int(sweep["iterations"].iloc[0])
+    tolerance = float(sweep["tolerance"].iloc[0])
+    lines = [
+        f"| claim | holds for lr ({iterations} iterations, tolerance {tolerance:g}) "
+        "| does not hold for lr: what was measured |",
+        "|---|---|---|",
+    ]
+    for claim, (text, measures) in CLAIMS.items():
+        rows = sweep[sweep["claim"] == claim].sort_values("lr")
+        holding = rows.loc[rows["holds"], "lr"].tolist()
+        failing = rows[~rows["holds"]]
+        if len(holding) == len(lrs):
+            holds = "every rate"
+        elif len(holding) >= len(lrs) / 2 and len(failing) <= 2:
+            holds = "all but " + ", ".join(_ranges(lrs, failing["lr"].tolist()))
+        else:
+            holds = ", ".join(_ranges(lrs, holding)) or "none"
+        groups: list[tuple[list[float], str]] = []  # consecutive rates, same numbers
+        for lr, measured in zip(failing["lr"], failing["measured"], strict=True):
+            last = groups[-1] if groups else None
+            if last and last[1] == measured and lrs.index(last[0][-1]) == lrs.index(lr) - 1:
+                last[0].append(lr)
+            else:
+                groups.append(([lr], measured))
+        fails = "; ".join(f"{_ranges(lrs, rates)[0]}: {measured}" for rates, measured in groups)
+        lines.append(f"| {text} | {holds} | {f'{measures}: {fails}' if fails else '—'} |")
+    together = sweep.groupby("lr")["holds"].all()
+    all_hold = [lr for lr in lrs if together[lr]]
+    where = ", ".join(_ranges(lrs, all_hold)) or "no rate of the sweep"
+    default = _format_lr(default_lr)
+    contains = "contains" if default_lr in all_hold else "does not contain"
+    lines += ["", f"All {len(CLAIMS)} hold together for lr {where}, which {contains} the default "
+              f"{default}."]  # fmt: skip
+    return "\n".join(lines) + "\n"

@@ -72,3 +72,8 @@ CASES = {
     "crowd-regions": {"seed": 2, "num_images": 20, "num_classes": 3, "max_objects": 4,
                       "copies": 2, "crowd_rate": 0.3, "score_decimals": 2},
 }  # fmt: skip
+
+
+def detections_per_image(gt: dict, preds: list[dict]) -> np.ndarray:
+    """Number of detections of each image id ``0..num_images`` (index 0 unused)."""
+    return np.bincount([p["image_id"] for p in preds], minlength=len(gt["images"]) + 1)

@@ -57,4 +57,14 @@ def generator() -> torch.Generator:
 settings.register_profile(
     "thorough", deadline=None, max_examples=2000, suppress_health_check=[HealthCheck.too_slow]
 )
+# `make mutate` runs each mutant against the unit tests: the same examples every time (so a
+# mutant's verdict does not depend on the draw) and fewer of them (thousands of runs).
+settings.register_profile(
+    "mutate",
+    deadline=None,
+    max_examples=12,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

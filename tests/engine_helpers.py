@@ -90,7 +90,8 @@ KILL_SCRIPT = textwrap.dedent(
     from eiou.train import train
     cfg, out, kill_at = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     def kill(iteration):
-        if iteration == kill_at:
+        # under torchrun only rank 0, the writer, dies; the launcher then stops the others
+        if iteration == kill_at and os.environ.get("RANK", "0") == "0":
             os.kill(os.getpid(), signal.SIGKILL)
     train(cfg, out, progress=False, callbacks=[kill])
     """

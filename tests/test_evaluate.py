@@ -7,15 +7,19 @@ import contextlib
 import io
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from coco_cases import coco_case, detections_per_image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from eiou import evaluate
+from eiou import evaluate, provenance
 from eiou.cli import main
+from eiou.config import load_run_config
 
 THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 
@@ -93,7 +97,8 @@ def test_single_box_at_iou_085() -> None:
     assert m["recall_per_iou"][6] == 1.0 and m["recall_per_iou"][8] == 0.0
 
 
-def test_everything_matches_pycocotools_raw_arrays() -> None:
+def _few_per_image() -> tuple[dict, list[dict]]:
+    """1-5 objects an image, most detected once, some false positives; class 4 unused."""
     rng = np.random.default_rng(0)
     images = []
     for _ in range(12):
@@ -117,28 +122,50 @@ def test_everything_matches_pycocotools_raw_arrays() -> None:
         preds.append({"image_id": int(rng.integers(1, 13)), "category_id": int(rng.integers(1, 5)),
                       "bbox": [float(v) for v in rng.uniform(0, 200, 4)],
                       "score": float(rng.uniform(0, 0.6))})  # fmt: skip
+    return gt, preds
+
+
+def _crowded() -> tuple[dict, list[dict]]:
+    """Up to 30 objects an image with up to 12 detections each plus false positives: most
+    images hold far more than 10 detections and some more than 100, so every number read at
+    the wrong ``maxDets`` (1, 10 instead of 100) changes."""
+    gt, preds = coco_case(1, num_images=8, num_classes=4, max_objects=30, copies=12,
+                               false_positives=300)  # fmt: skip
+    per_image = detections_per_image(gt, preds)
+    assert per_image.max() > 100 and np.median(per_image[1:-1]) > 20
+    return gt, preds
+
+
+@pytest.mark.parametrize("case", [_few_per_image, _crowded], ids=["few-per-image", "crowded"])
+def test_everything_matches_pycocotools_raw_arrays(case) -> None:
+    gt, preds = case()
     m = evaluate.evaluate_predictions(gt, preds)
     e = _raw(gt, preds)
-    precision, recall = e.eval["precision"], e.eval["recall"]
+    # pycocotools' own layout, named here rather than looked up in its params
+    area_all, max_dets_100 = 0, 2
+    assert list(e.params.areaRngLbl)[area_all] == "all" and e.params.maxDets[max_dets_100] == 100
+    precision = e.eval["precision"][:, :, :, area_all, max_dets_100]  # (T, R, K)
+    recall = e.eval["recall"][:, :, area_all, max_dets_100]  # (T, K)
     for t in range(10):
-        r = recall[t, :, 0, 2]
-        assert m["recall_per_iou"][t] == pytest.approx(r[r > -1].mean())
-        p = precision[t, :, :, 0, 2]
-        assert m["ap_per_iou"][t] == pytest.approx(p[p > -1].mean())
-    p90 = precision[8, :, :, 0, 2]
+        r = recall[t]
+        assert m["recall_per_iou"][t] == pytest.approx(r[r > -1].mean(), rel=1e-12)
+        p = precision[t]
+        assert m["ap_per_iou"][t] == pytest.approx(p[p > -1].mean(), rel=1e-12)
+    p90 = precision[8]
     assert 0 < m["AP90"] < m["AP75"] < m["AP50"]
-    assert m["AP90"] == pytest.approx(p90[p90 > -1].mean())
+    assert m["AP90"] == pytest.approx(p90[p90 > -1].mean(), rel=1e-12)
     for key, value in zip(evaluate.SUMMARY_KEYS, e.stats, strict=True):
-        assert m[key] == (None if value < 0 else pytest.approx(value))
+        assert m[key] == (None if value < 0 else pytest.approx(value, rel=1e-12))
     # AP is the mean over the ten thresholds; AP50 / AP75 are two of them
     assert m["AP"] == pytest.approx(np.mean(m["ap_per_iou"]))
     assert m["AP50"] == pytest.approx(m["ap_per_iou"][0])
     assert m["AP75"] == pytest.approx(m["ap_per_iou"][5])
     assert m["AR100"] == pytest.approx(np.mean(m["recall_per_iou"]))
-    for k in range(3):
-        pk = precision[:, :, k, 0, 2]
-        assert m["per_class_AP"][f"class{k + 1}"] == pytest.approx(pk[pk > -1].mean())
-    assert m["per_class_AP"]["class4"] is None
+    num_classes = len(gt["categories"])
+    for k in range(num_classes - 1):
+        pk = precision[:, :, k]
+        assert m["per_class_AP"][f"class{k + 1}"] == pytest.approx(pk[pk > -1].mean(), rel=1e-12)
+    assert m["per_class_AP"][f"class{num_classes}"] is None
 
 
 def test_per_class_ap_by_name() -> None:
@@ -162,6 +189,69 @@ def test_empty_predictions_give_zeros_quietly(capsys: pytest.CaptureFixture[str]
     evaluate.evaluate_predictions(gt, [{"image_id": 1, "category_id": 1,
                                         "bbox": [10, 10, 50, 50], "score": 1.0}])  # fmt: skip
     assert capsys.readouterr().out == ""
+
+
+def test_error_messages_name_what_is_wrong() -> None:
+    gt = _gt([[(1, [10, 10, 50, 50])]])
+    bad_images = [{"image_id": i, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}
+                  for i in range(10, 16)]  # fmt: skip
+    with pytest.raises(ValueError) as err:
+        evaluate.evaluate_predictions(gt, bad_images)
+    assert str(err.value) == (
+        "predictions do not match the ground truth: 6 image ids not in the ground truth, "
+        "e.g. [10, 11, 12, 13, 14]"
+    )
+    bad_cats = [{"image_id": 1, "category_id": c, "bbox": [0, 0, 1, 1], "score": 1}
+                for c in range(3, 15)]  # fmt: skip
+    with pytest.raises(ValueError) as err:
+        evaluate.evaluate_predictions(gt, bad_cats + bad_images[:1])
+    assert str(err.value) == (
+        "predictions do not match the ground truth: 1 image ids not in the ground truth, "
+        "e.g. [10]; category ids not in the ground truth: [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]"
+    )
+    no_score = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}
+    short_box = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 1], "score": 1}
+    for bad in (no_score, short_box):
+        with pytest.raises(ValueError) as err:
+            evaluate.evaluate_predictions(gt, [bad, bad])
+        assert str(err.value) == (  # one example is enough
+            "predictions do not match the ground truth: detection without a 4-number bbox "
+            f"and a score: {bad}"
+        )
+    with pytest.raises(ValueError) as err:
+        evaluate.evaluate_predictions({**gt, "annotations": []}, [])
+    assert str(err.value) == (
+        "the ground truth has no annotations (a test-dev split?): nothing to evaluate; write a "
+        "server results file with write_coco_results instead"
+    )
+
+
+def test_ground_truth_dict_is_not_modified_and_engine_output_is_logged(caplog) -> None:
+    """pycocotools marks ground truth as ignored in place: the caller's dict is copied.
+    Its prints go to the debug log, labelled."""
+    gt = _gt([[(1, [10, 10, 50, 50]), (2, [100, 100, 30, 30])], [(1, [5, 5, 20, 20])]])
+    before = json.loads(json.dumps(gt))
+    preds = [{"image_id": 1, "category_id": 1, "bbox": [12, 10, 50, 50], "score": 0.8}]
+    with caplog.at_level("DEBUG", logger="eiou.evaluate"):
+        m = evaluate.evaluate_predictions(gt, preds)
+    assert gt == before
+    assert m["num_images"] == 2 and m["num_predictions"] == 1 and m["units"] == "fraction"
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(msg.startswith("pycocotools index:") for msg in messages)
+    assert any(msg.startswith("pycocotools evaluate:") for msg in messages)
+
+
+def test_version_falls_back_to_the_imported_module(monkeypatch) -> None:
+    import types
+
+    module = types.ModuleType("eiou_test_unpackaged")
+    module.__version__ = "1.2.3"
+    monkeypatch.setitem(sys.modules, "eiou_test_unpackaged", module)
+    assert provenance.package_version("eiou_test_unpackaged") == "1.2.3"
+    assert provenance.package_version("eiou_test_not_there") is None
+    monkeypatch.setitem(sys.modules, "eiou_test_no_version", types.ModuleType("x"))
+    assert provenance.package_version("eiou_test_no_version") is None
+    assert provenance.package_version("numpy") == np.__version__
 
 
 def test_mismatched_predictions_and_missing_ground_truth_are_errors() -> None:
@@ -285,6 +375,108 @@ def test_image_records_are_compact(tmp_path: Path) -> None:
     assert path.stat().st_size < 2000 * 20 + 200 * 10 * 4 + 4096
 
 
+def test_provenance_of_a_run_spec() -> None:
+    """Every field, from a run config."""
+    import datetime as dt
+    import platform
+
+    model = {"box_loss": {"name": "giou"}, "iou_head": {"enabled": True}}
+    data = {"name": "shapes", "kind": "coco"}
+    spec = load_run_config({"name": "r2", "seed": 11, "data": data, "model": model})
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    record = evaluate.provenance(spec)
+    stamp = dt.datetime.fromisoformat(record["timestamp"])
+    assert stamp.utcoffset() == dt.timedelta(0)
+    assert before <= stamp <= dt.datetime.now(dt.UTC)
+    assert record["platform"] == {
+        "system": platform.system(),
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+    }
+    assert {k: record[k] for k in ("run_id", "seed", "box_loss", "gradient_mode", "iou_head",
+                                   "scoring", "dataset")} == {
+        "run_id": "r2", "seed": 11, "box_loss": "giou", "gradient_mode": "autograd",
+        "iou_head": {"enabled": True, "weight": 1.0, "negatives": False}, "scoring": "cls",
+        "dataset": "shapes",
+    }  # fmt: skip
+    assert set(record) >= {"git_commit", "git_dirty", "versions"}
+    empty = evaluate.provenance()
+    assert empty["run_id"] is None and empty["seed"] is None and empty["dataset"] is None
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    here = Path(provenance.__file__).resolve().parent
+    return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, check=False)
+
+
+def test_git_commit_of_the_package_checkout(tmp_path: Path, monkeypatch) -> None:
+    """The commit and dirtiness of the checkout that holds the package, wherever the
+    process runs; ``(None, None)`` where git cannot tell."""
+    monkeypatch.chdir(tmp_path)  # not a checkout: the package's folder is what counts
+    head = _git("rev-parse", "HEAD")
+    commit, dirty = provenance.git_commit()
+    if head.returncode != 0:  # an installed copy outside git
+        assert (commit, dirty) == (None, None)
+        return
+    assert commit == head.stdout.strip() and isinstance(commit, str) and len(commit) == 40
+    status = _git("status", "--porcelain", "--untracked-files=no").stdout
+    assert dirty is bool(status.strip())
+
+    def fake_run(returncodes):
+        calls = iter(returncodes)
+
+        def run(args, **kwargs):
+            return subprocess.CompletedProcess(args, next(calls), stdout="abc\n", stderr="")
+
+        return run
+
+    monkeypatch.setattr(subprocess, "run", fake_run([1]))
+    assert provenance.git_commit() == (None, None)  # not a repository
+    monkeypatch.setattr(subprocess, "run", fake_run([0, 1]))
+    assert provenance.git_commit() == ("abc", None)  # status failed: unknown dirtiness
+    monkeypatch.setattr(subprocess, "run", fake_run([0, 0]))
+    assert provenance.git_commit() == ("abc", True)
+
+    def missing_git(args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(subprocess, "run", missing_git)
+    assert provenance.git_commit() == (None, None)
+
+
+def test_git_dirty_means_modified_tracked_files(tmp_path: Path, monkeypatch) -> None:
+    """In a throw-away repository holding the package: an untracked file leaves the tree
+    clean, a modified tracked file makes it dirty."""
+    repo = tmp_path / "repo"
+    (repo / "eiou").mkdir(parents=True)
+    (repo / "eiou" / "provenance.py").write_text("x = 1\n")
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=repo, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "c")
+    monkeypatch.setattr(provenance, "__file__", str(repo / "eiou" / "provenance.py"))
+    assert provenance.git_commit() == (git("rev-parse", "HEAD"), False)
+    (repo / "untracked.txt").write_text("u")
+    assert provenance.git_commit()[1] is False
+    (repo / "eiou" / "provenance.py").write_text("x = 2\n")
+    assert provenance.git_commit()[1] is True
+
+
+def test_load_predictions_needs_a_list(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"image_id": 1}))
+    with pytest.raises(ValueError, match="expected a JSON list of detections"):
+        evaluate.load_predictions(path)
+
+
 def test_coco_results_format(tmp_path: Path) -> None:
     name = evaluate.results_file_name("eiou_ct sot")
     assert name == "detections_test-dev2017_eiou-ct-sot_results.json"
@@ -294,6 +486,7 @@ def test_coco_results_format(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == [
         {"image_id": 3, "category_id": 18, "bbox": [1.23, 2.0, 3.34, 4.0], "score": 0.877}
     ]
+    assert len(path.read_text().splitlines()) == 1  # compact: uploads are large
 
 
 def test_server_zip_holds_only_the_named_results(tmp_path: Path) -> None:
@@ -306,6 +499,12 @@ def test_server_zip_holds_only_the_named_results(tmp_path: Path) -> None:
         rows = json.loads(archive.read(archive.namelist()[0]))
     assert rows == [{"image_id": 1, "category_id": 2, "bbox": [0.12, 1.0, 2.0, 3.0], "score": 0.5}]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["upload.zip"]
+    # another split names the file after it; the entry is compressed
+    other = evaluate.write_server_zip(tmp_path / "val.zip", preds, "run_a", split="val2017")
+    with zipfile.ZipFile(other) as archive:
+        (info,) = archive.infolist()
+    assert info.filename == "detections_val2017_run-a_results.json"
+    assert info.compress_type == zipfile.ZIP_DEFLATED
 
 
 def test_cli_evaluate(tmp_path: Path) -> None:

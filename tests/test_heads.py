@@ -84,3 +84,35 @@ def test_best_iou_target_is_the_best_overlap_with_any_ground_truth(pred, gt):
         torch.testing.assert_close(target, expected, atol=1e-6, rtol=1e-6)
     else:
         assert torch.equal(target, torch.zeros(len(pred), dtype=torch.float64))
+
+
+def test_iou_head_defaults_and_initialisation():
+    """Class-agnostic by default; weights N(0, 0.01), bias 0, as the box predictors."""
+    torch.manual_seed(0)
+    head = IoUHead(4096)
+    assert head(torch.randn(3, 4096)).shape == (3, 1)
+    weight = head.predictor.weight
+    assert weight.std().item() == pytest.approx(0.01, rel=0.05)
+    assert abs(weight.mean().item()) < 1e-3 and torch.equal(head.predictor.bias, torch.zeros(1))
+
+
+def test_kl_target_takes_the_logits_dtype():
+    """A float64 q_g (from float64 boxes) with float32 logits: the loss is float32."""
+    logits = torch.zeros(4, requires_grad=True)
+    q_g = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64)
+    loss = iou_head_loss(logits, q_g, reduction="none")
+    assert loss.dtype == torch.float32
+    loss.sum().backward()
+    assert torch.allclose(logits.grad, 0.5 - q_g.float())
+
+
+def test_kl_weights_and_avg_factor():
+    logits = torch.tensor([0.3, -1.2, 2.0, 0.0], dtype=torch.float64)
+    q_g = torch.tensor([0.1, 0.5, 0.9, 0.0], dtype=torch.float64)
+    weight = torch.tensor([1.0, 0.0, 2.0, 0.5], dtype=torch.float64)
+    per_element = iou_head_loss(logits, q_g, reduction="none")
+    got = iou_head_loss(logits, q_g, weight=weight, avg_factor=3.0)  # not the 4 elements
+    assert got.item() == pytest.approx((per_element * weight).sum().item() / 3.0)
+    assert iou_head_loss(logits, q_g, weight=weight, reduction="sum").item() == pytest.approx(
+        (per_element * weight).sum().item()
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from conftest import box_pairs, random_boxes
@@ -97,6 +99,8 @@ def test_iou_loss_modes(generator):
     assert torch.allclose(log_loss, -torch.log(value.clamp(min=1e-7)))
     linear = losses.get("iou", mode="linear", reduction="none")
     assert torch.allclose(linear(pred, target), 1 - value)
+    with pytest.raises(ValueError, match="mode must be 'log' or 'linear', got 'cubic'"):
+        losses.get("iou", mode="cubic")
 
 
 def test_ct_zero_gradient_at_minimum_only_with_power_above_one():
@@ -142,7 +146,8 @@ def _appendix_disagreement(pred: torch.Tensor, target: torch.Tensor) -> torch.Te
     return ((pred[:, 0] < target[:, 0]) & (y1 > y2)) | ((pred[:, 1] < target[:, 1]) & (x1 > x2))
 
 
-@pytest.mark.parametrize("power,sot", [(1.0, False), (2.0, False), (2.0, True), (1.5, True)])
+@pytest.mark.parametrize("sot", [False, True])
+@pytest.mark.parametrize("power", [1.0, 1.5, 2.0, 3.0])
 def test_paper_gradient_agrees_with_autograd_exactly_where_it_must(power, sot, generator):
     pred, target = random_boxes(4000, generator), random_boxes(4000, generator)
     a, p = pred.clone().requires_grad_(), pred.clone().requires_grad_()
@@ -259,3 +264,146 @@ def test_inverted_prediction_gets_gradient_that_unflips_it():
         losses.get("eiou", power=2, sot=True, gradient=gradient)(pred, target).backward()
         assert pred.grad[0, 0] > 0  # x1 moves left under gradient descent
         assert pred.grad[0, 2] < 0  # x2 moves right: the box unflips
+
+
+def test_dotted_path_to_a_nested_module_and_its_errors():
+    """The last dot splits module from attribute: ``a.b.C`` is ``C`` of module ``a.b``."""
+    loss = losses.get("eiou.losses.GIoULoss", power=2)
+    assert type(loss) is losses.GIoULoss and loss.power == 2.0
+    with pytest.raises(ValueError, match=r"module 'eiou\.losses' has no attribute 'Nope'"):
+        losses.get("eiou.losses.Nope")
+    with pytest.raises(ValueError, match="neither a class nor a function"):
+        losses.get("eiou.losses.REDUCTIONS")
+
+
+def test_smooth_l1_sums_the_four_coordinates_of_each_pair(generator):
+    """Per pair, over the last axis only, for any leading shape."""
+    pred = torch.randn(2, 5, 4, generator=generator)
+    target = torch.randn(2, 5, 4, generator=generator)
+    for beta in (1.0 / 9, 0.0):
+        expected = torch.nn.functional.smooth_l1_loss(pred, target, beta=beta, reduction="none")
+        got = losses.get("smooth_l1", beta=beta, reduction="none")(pred, target)
+        assert got.shape == (2, 5)
+        assert torch.allclose(got, expected.sum(-1), atol=1e-6)
+
+
+def test_function_loss_defaults_and_options(generator):
+    pred, target = random_boxes(6, generator), random_boxes(6, generator)
+    plain = losses.FunctionLoss(my_l1_box_loss)
+    assert (plain.power, plain.sot, plain.reduction, plain.eps) == (1.0, False, "mean", 1e-7)
+    assert plain.input_space == "boxes" and plain.minimum == 0.0
+    assert torch.allclose(plain(pred, target), (pred - target).abs().sum(-1).mean())
+    offsets = losses.FunctionLoss(my_l1_box_loss, input_space="offsets", minimum=-1.0, scale=3.0)
+    assert offsets.input_space == "offsets" and offsets.minimum == -1.0
+    # the loss is shifted by its minimum (CT's step (i)), here -1
+    expected = 3 * (pred - target).abs().sum(-1) + 1
+    assert torch.allclose(offsets(pred, target, reduction="none"), expected)
+    with pytest.raises(ValueError, match="input_space must be 'boxes' or 'offsets', got 'pixels'"):
+        losses.FunctionLoss(my_l1_box_loss, input_space="pixels")
+    with pytest.raises(ValueError, match="SOT applies"):
+        losses.FunctionLoss(my_l1_box_loss, input_space="offsets", sot=True)
+    # sot and eps reach the base class: SOT's U_e is computed with that eps
+    steady = losses.FunctionLoss(my_l1_box_loss, sot=True, eps=0.5, reduction="sum")
+    assert steady.sot and steady.eps == 0.5
+    p = pred.clone().requires_grad_()
+    steady(p, target).backward()
+    union = eiou.extended_iou_parts(pred, target).union
+    assert torch.allclose(p.grad, torch.sign(pred - target) * union[:, None])
+    assert "fn=my_l1_box_loss, power=1, sot=True, reduction='sum'" in repr(steady)
+    partial = functools.partial(my_l1_box_loss, scale=2.0)  # no __qualname__: its repr
+    assert f"fn={partial!r}, power=1" in repr(losses.FunctionLoss(partial))
+
+
+def test_eiou_loss_elementwise_and_repr(generator):
+    """``elementwise`` (the loss before CT/SOT) is part of the BoxLoss interface."""
+    pred, target = random_boxes(6, generator), random_boxes(6, generator)
+    loss = losses.get("smooth_eiou", sot=True, gradient="paper", eps=0.0)
+    assert torch.equal(loss.elementwise(pred, target), 1 - eiou.eiou(pred, target, eps=0.0))
+    assert repr(loss) == ("SmoothEIoULoss(power=2, sot=True, reduction='mean', gradient='paper')")
+
+
+def test_register_adds_a_name_once(monkeypatch):
+    monkeypatch.setattr(losses, "_REGISTRY", dict(losses._REGISTRY))  # undone afterwards
+
+    @losses.register("test_register_once")
+    class Once(losses.GIoULoss):
+        pass
+
+    assert isinstance(losses.get("test_register_once"), Once)
+    assert "test_register_once" in losses.available()
+    with pytest.raises(ValueError, match="a loss named 'test_register_once' is already registered"):
+        losses.register("test_register_once")(losses.GIoULoss)
+    assert type(losses.get("test_register_once")) is Once
+
+
+def test_each_loss_is_its_formula_with_its_own_eps(generator):
+    """Per-pair values (before CT: power 1) with a non-default ``eps`` passed through."""
+    pred, target = random_boxes(16, generator), random_boxes(16, generator)
+    eps = 0.3
+    expected = {
+        "iou": -torch.log(eiou.iou(pred, target, eps).clamp(min=eps)),
+        "giou": 1 - eiou.giou(pred, target, eps),
+        "diou": 1 - eiou.diou(pred, target, eps),
+        "ciou": 1 - eiou.ciou(pred, target, eps),
+        "eiou": 1 - eiou.eiou(pred, target, eps),
+        "smooth_eiou": (1 - eiou.eiou(pred, target, eps)) ** 2,
+    }
+    for name, value in expected.items():
+        loss = losses.get(name, eps=eps, reduction="none")
+        assert torch.allclose(loss(pred, target), value, rtol=1e-12, atol=1e-12), name
+        assert torch.allclose(loss.elementwise(pred, target) ** loss.power, value), name
+    assert losses.get("smooth_eiou").power == 2.0 and losses.get("eiou").power == 1.0
+
+
+def test_convexify_defaults_and_power_check():
+    value = torch.tensor([0.0, 0.5, 2.0])
+    assert torch.equal(losses.convexify(value), value**2)  # minimum 0, power 2
+    with pytest.raises(ValueError, match=r"power must be >= 1 \(1: no CT; CT needs power > 1\)"):
+        losses.convexify(value, power=0.5)
+
+
+@pytest.mark.parametrize("gradient", ["autograd", "paper"])
+def test_batched_pairs_give_the_per_pair_losses_and_gradients(gradient, generator):
+    """``(2, 3, 4)`` boxes with per-pair weights: the same as the 6 pairs flattened."""
+    pred, target = random_boxes(6, generator), random_boxes(6, generator)
+    weight = torch.rand(6, generator=generator, dtype=torch.float64)
+    loss = losses.get("eiou", power=2, sot=True, gradient=gradient, reduction="sum")
+    flat, batched = pred.clone().requires_grad_(), pred.view(2, 3, 4).clone().requires_grad_()
+    loss(flat, target, weight=weight).backward()
+    loss(batched, target.view(2, 3, 4), weight=weight.view(2, 3)).backward()
+    assert torch.allclose(batched.grad.view(6, 4), flat.grad, rtol=1e-12, atol=1e-15)
+
+
+class NotALoss:
+    """Builds, but is not callable."""
+
+    def __init__(self, **options):
+        self.options = options
+
+
+def test_error_messages_of_the_registry_and_the_base_class():
+    with pytest.raises(ValueError) as err:
+        losses.get(f"{__name__}.NotALoss")
+    assert str(err.value) == f"'{__name__}.NotALoss' did not build a callable loss"
+    with pytest.raises(ValueError) as err:
+        losses.get("nope")
+    assert str(err.value) == (
+        f"unknown loss 'nope': use one of {losses.available()} or a dotted import path such "
+        "as 'my_package.my_module.my_loss'"
+    )
+    with pytest.raises(ValueError) as err:
+        losses.get("giou", reduction="avg")
+    assert str(err.value) == "reduction must be one of ('none', 'mean', 'sum'), got 'avg'"
+    with pytest.raises(ValueError) as err:
+        losses.get("smooth_l1", sot=True)
+    assert str(err.value) == (
+        "SmoothL1Loss works on offsets: SOT applies to losses on boxes (the IoU family)"
+    )
+
+
+def test_reduce_loss_defaults_and_coordinate_weights_on_batches(generator):
+    loss = torch.rand(2, 3, generator=generator, dtype=torch.float64)
+    assert torch.equal(losses.reduce_loss(loss), loss.mean())  # "mean" by default
+    weight4 = torch.rand(2, 3, 4, generator=generator, dtype=torch.float64)
+    got = losses.reduce_loss(loss, weight4, reduction="none")
+    assert torch.allclose(got, loss * weight4.mean(-1))

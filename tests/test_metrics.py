@@ -112,8 +112,25 @@ def test_broadcasting_empty_and_shape_errors(generator):
     empty = torch.empty(0, 4)
     for fn in (eiou.iou, eiou.giou, eiou.diou, eiou.ciou, eiou.eiou):
         assert fn(empty, empty).shape == (0,)
-    with pytest.raises(ValueError, match=r"\(\.\.\., 4\)"):
-        eiou.iou(torch.zeros(3, 5), torch.zeros(3, 5))
+    for pred, target in [
+        (torch.zeros(3, 5), torch.zeros(3, 4)),
+        (torch.zeros(3, 4), torch.zeros(3)),
+    ]:
+        with pytest.raises(ValueError) as err:
+            eiou.iou(pred, target)
+        assert str(err.value) == (
+            "boxes must have shape (..., 4) in (x1, y1, x2, y2) format, got "
+            f"pred {tuple(pred.shape)} and target {tuple(target.shape)}"
+        )
+
+
+def test_mixed_float32_float64_is_computed_in_float64(generator):
+    pred, target = random_boxes(32, generator), random_boxes(32, generator)
+    for fn in (eiou.iou, eiou.giou, eiou.diou, eiou.ciou, eiou.eiou):
+        for a, b in [(pred.float(), target), (pred, target.float())]:
+            value = fn(a, b)
+            assert value.dtype == torch.float64
+            assert torch.equal(value, fn(a.double(), b.double()))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -140,3 +157,21 @@ def test_inverted_boxes_have_zero_area_and_negative_eiou():
     # Continuous at the flip: the zero-width box has I_e = 0.
     flat = eiou.extended_iou_parts(_t((1.0, 0, 1.0, 2)), target)
     assert flat.intersection.item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_prediction_inverted_along_both_axes_is_separated():
+    """x0, y0 are the leftmost / topmost of all corners: with Eq. 10's min(x1_t, x1_p) alone,
+    (0, 0, -0.5, -1) against the unit box had I_e = 1 > 0, U_e = 0 and EIoU = 1e7."""
+    target = _t((0, 0, 1, 1))
+    pred = _t((0, 0, -0.5, -1)).requires_grad_()
+    parts = eiou.extended_iou_parts(pred, target)
+    # x0 = -0.5, y0 = -1; x1 = y1 = 0, x2 = -0.5, y2 = -1 (Fig. 2(d), Eq. 20):
+    # I_e = 2 ((x2 - x0)(y2 - y0) - (x1 - x0)(y1 - y0)) = 2 (0 - 0.5) = -1, U_e = 1 + 0 + 1
+    assert parts.intersection.item() == pytest.approx(-1.0)
+    assert parts.union.item() == pytest.approx(2.0)
+    assert parts.value.item() == pytest.approx(-0.5)
+    parts.value.sum().backward()
+    assert pred.grad[0, 2] > 0 and pred.grad[0, 3] > 0  # ascent on EIoU unflips x2 and y2
+    # an inverted target is handled alike: the metric is symmetric in its two boxes
+    swapped = eiou.extended_iou_parts(target, pred.detach())
+    assert swapped.intersection.item() == pytest.approx(-1.0)

@@ -190,3 +190,81 @@ def test_cls_times_iou_and_its_square_root_give_the_same_ap(seed: int) -> None:
     assert (
         evaluate_predictions(gt, product_after)["AP"] != evaluate_predictions(gt, root_after)["AP"]
     )
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.7])
+def test_select_detections_uses_the_given_nms_threshold(threshold: float) -> None:
+    boxes, scores, labels, ious = _detections(80, seed=3)
+    out = select_detections(boxes, scores, labels, ious, "sqrt_cls_x_iou", threshold, 1000)
+    keep, final = nms_with_scoring(boxes, scores, labels, ious, "sqrt_cls_x_iou", threshold)
+    assert torch.equal(out["boxes"], boxes[keep]) and torch.equal(out["scores"], final)
+    default = nms_with_scoring(boxes, scores, labels, ious, "sqrt_cls_x_iou")[0]
+    assert len(keep) != len(default)  # the threshold changes what survives here
+
+
+def test_rescore_clamps_the_predicted_iou_to_the_unit_interval() -> None:
+    cls_scores = torch.tensor([0.5, 0.5, 0.5])
+    ious = torch.tensor([-0.25, 0.5, 1.5])  # an un-squashed head output, say
+    assert torch.equal(
+        rescore(cls_scores, ious, "sqrt_cls_x_iou"), torch.tensor([0.0, 0.25, 0.5]).sqrt()
+    )
+    assert torch.equal(rescore(cls_scores, ious, "iou_guided_nms"), torch.tensor([0.0, 0.5, 1.0]))
+
+
+def test_defaults_and_empty_input_types() -> None:
+    boxes, cls_scores, labels, _ = _detections(40, 11)
+    keep, _ = nms_with_scoring(boxes, cls_scores, labels)  # method "cls", threshold 0.5
+    assert torch.equal(keep, tvo.batched_nms(boxes, cls_scores, labels, 0.5))
+    for method in SCORING_METHODS:
+        keep, scores = nms_with_scoring(
+            torch.zeros(0, 4), torch.zeros(0, dtype=torch.float64),
+            torch.zeros(0, dtype=torch.int64), torch.zeros(0), method,
+        )  # fmt: skip
+        assert keep.dtype == torch.int64 and scores.dtype == torch.float64
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+def test_iou_guided_nms_never_mixes_labels(threshold: float) -> None:
+    """Labels are separated before one NMS: two boxes of different labels that touch at a
+    corner (and coordinates around 0) never suppress each other, even at threshold 0."""
+    boxes = torch.tensor([[10.0, 10.0, 20.0, 20.0], [0.0, 0.0, 10.0, 10.0], [-20, -20, 20, 20]])
+    for labels in ([1, 2, 3], [3, 2, 1], [1, 1, 2]):
+        labels_t = torch.tensor(labels)
+        cls_scores, ious = torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0.9, 0.8, 0.7])
+        keep, _ = nms_with_scoring(boxes, cls_scores, labels_t, ious, "iou_guided_nms", threshold)
+        expected = _iou_guided_reference(boxes, cls_scores, labels_t, ious, threshold)
+        assert sorted(keep.tolist()) == sorted(expected)
+    # boxes around 0 (min = -max): the label offset must exceed the coordinate range
+    boxes, cls_scores, labels, ious = _detections(60, 5)
+    boxes = boxes - boxes.max() / 2
+    keep, _ = nms_with_scoring(boxes, cls_scores, labels, ious, "iou_guided_nms", 0.5)
+    assert sorted(keep.tolist()) == sorted(_iou_guided_reference(boxes, cls_scores, labels,
+                                                                  ious, 0.5))  # fmt: skip
+
+
+def test_iou_guided_nms_threshold_is_strict_and_scores_keep_their_dtype() -> None:
+    """IoU exactly at the threshold does not suppress (as torchvision's NMS): each box
+    keeps its own class score; scores stay float64."""
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0]])  # IoU 1/2
+    cls_scores = torch.tensor([0.2, 0.9], dtype=torch.float64)
+    ious = torch.tensor([0.9, 0.3])
+    keep, scores = nms_with_scoring(
+        boxes, cls_scores, torch.tensor([1, 1]), ious, "iou_guided_nms", 0.5
+    )
+    assert keep.tolist() == [1, 0] and scores.tolist() == [0.9, 0.2]
+    assert scores.dtype == torch.float64
+
+
+def test_iou_guided_nms_ties_keep_the_ranking_order() -> None:
+    """Equal final scores are listed in the order of the predicted IoU (a stable sort)."""
+    g = torch.Generator().manual_seed(2)
+    n = 300
+    corners = torch.arange(n, dtype=torch.float32)[:, None] * 50  # disjoint: all kept
+    boxes = torch.cat([corners, corners, corners + 10, corners + 10], 1)
+    cls_scores = torch.randint(0, 3, (n,), generator=g).float() / 2  # many ties
+    ious = torch.rand(n, generator=g)
+    keep, _ = nms_with_scoring(
+        boxes, cls_scores, torch.zeros(n, dtype=torch.int64), ious, "iou_guided_nms", 0.5
+    )
+    expected = sorted(range(n), key=lambda i: (-cls_scores[i].item(), -ious[i].item()))
+    assert keep.tolist() == expected

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from eiou import toy
@@ -91,3 +94,63 @@ def test_claims_at_default_lr_and_where_they_fail():
     tiny = sweep[sweep["lr"] == 1e-3].set_index("claim")["holds"]
     assert not tiny["fig5b_sot_converges"]  # 200 steps are too few at lr = 1e-3
     assert tiny["fig5a_sot_scale_invariant"]  # exact at every lr
+
+
+def _synthetic_sweep(holds: dict[str, list[bool]], lrs: list[float]) -> pd.DataFrame:
+    rows = []
+    for claim in toy.CLAIMS:
+        for lr, ok in zip(lrs, holds.get(claim, [True] * len(lrs)), strict=True):
+            measured = "1, 2" if ok else f"never, {lr:g}"
+            rows.append({"lr": lr, "iterations": 50, "tolerance": 1e-2, "claim": claim,
+                         "holds": ok, "measured": measured, "detail": "d"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_sweep_markdown_ranges_and_summary():
+    lrs = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5]
+    frame = _synthetic_sweep(
+        {
+            "fig4c_ct": [False, True, True, False, True, False],
+            "fig5b_sot_converges": [False] * 6,
+            "fig5b_no_sot_trapped": [True, True, True, True, False, True],
+        },
+        lrs,
+    )
+    frame = frame.sample(frac=1.0, random_state=0)  # row order must not matter
+    text = toy.sweep_markdown(frame, default_lr=0.1)
+    lines = text.splitlines()
+    assert lines[0].startswith("| claim | holds for lr (50 iterations, tolerance 0.01) |")
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines[2:7]}
+    ct = rows[toy.CLAIMS["fig4c_ct"][0]]
+    assert ct[0] == "0.02–0.05, 0.2"
+    assert ct[1] == (
+        "iterations to converge (Smooth-EIoU, -EIoU): 0.01: never, 0.01; 0.1: never, 0.1; "
+        "0.5: never, 0.5 |"
+    )
+    assert rows[toy.CLAIMS["fig5a_sot_scale_invariant"][0]] == ["every rate", "— |"]
+    assert rows[toy.CLAIMS["fig5b_sot_converges"][0]][0] == "none"
+    assert rows[toy.CLAIMS["fig5b_no_sot_trapped"][0]][0] == "all but 0.2"
+    # the rates where all claims hold: none here (fig5b_sot_converges never holds)
+    assert lines[-1] == "All 5 hold together for lr no rate of the sweep, which does not " \
+        "contain the default 0.1."  # fmt: skip
+    # equal numbers at consecutive failing rates are grouped
+    grouped = _synthetic_sweep({"fig4c_ct": [False, False, True, True, True, True]}, lrs)
+    grouped.loc[grouped["claim"] == "fig4c_ct", "measured"] = "never, never"
+    text = toy.sweep_markdown(grouped, default_lr=0.1)
+    assert "(Smooth-EIoU, -EIoU): 0.01–0.02: never, never |" in text
+    assert text.splitlines()[-1] == (
+        "All 5 hold together for lr 0.05–0.5, which contains the default 0.1."
+    )
+
+
+@pytest.mark.slow
+def test_readme_sweep_table_is_the_generated_one():
+    """The README's learning-rate table is exactly what the default sweep produces now."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- toy-sweep:[^\n]*-->\n(.*?)<!-- /toy-sweep -->", readme, re.S)
+    assert match, "README.md has no toy-sweep block"
+    sweep = toy.lr_sweep()
+    generated = toy.sweep_markdown(sweep)
+    assert match.group(1) == generated, f"regenerate the README table:\n{generated}"
+    # every claim holds at the default rate, as the README's last line says
+    assert sweep[sweep["lr"] == toy.DEFAULT_LR]["holds"].all()

@@ -13,7 +13,6 @@ import torch
 import yaml
 from engine_helpers import (
     KILL_SCRIPT,
-    check_kill_and_resume,
     data_config,
     read_train_log,
     run_config,
@@ -144,17 +143,84 @@ def test_sampler_stream_is_resumable_and_split_across_ranks() -> None:
 
 
 # --------------------------------------------------------------------------- resume
-def test_killed_and_resumed_run_is_bit_identical(shapes: dict, tmp_path) -> None:
-    cfg = run_config(shapes, "faster_rcnn", "full", max_iter=7, checkpoint_period=2)
-    killed, final = check_kill_and_resume(cfg, tmp_path)
-    # removing the final model (snakemake -R train) retrains from scratch, not from the end
-    (killed / "model_final.pth").unlink()
-    calls: list[int] = []
-    train(cfg, killed, progress=False, callbacks=[calls.append])
-    assert calls == list(range(1, 8))
-    assert [e["event"] for e in read_train_log(killed, events=True)] == ["restarted"]
-    again = torch.load(killed / "model_final.pth", weights_only=True)
-    assert state_dicts_equal(again["model"], final) == []
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+
+
+def _assert_same_run(resumed: Path, reference: Path, max_iter: int) -> None:
+    """Bit-identical final weights and the same log (timings aside)."""
+    final_a = torch.load(resumed / "model_final.pth", weights_only=True)
+    final_b = torch.load(reference / "model_final.pth", weights_only=True)
+    assert final_a["iteration"] == final_b["iteration"] == max_iter
+    assert state_dicts_equal(final_a["model"], final_b["model"]) == []
+    log_a, log_b = read_train_log(resumed), read_train_log(reference)
+    assert [r["iteration"] for r in log_a] == list(range(1, max_iter + 1))
+    for a, b in zip(log_a, log_b, strict=True):
+        a.pop("seconds_per_iteration"), b.pop("seconds_per_iteration")
+        assert a == b
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(shapes: dict, tmp_path_factory: pytest.TempPathFactory):
+    """One uninterrupted 7-iteration run per detector (``num_workers=1``: the data stream
+    does not depend on it), trained on first use."""
+    runs: dict[str, Path] = {}
+
+    def get(detector: str) -> Path:
+        if detector not in runs:
+            cfg = run_config(shapes, detector, "full", max_iter=7, checkpoint_period=2)
+            out = tmp_path_factory.mktemp(f"uninterrupted-{detector}")
+            train({**cfg, "train": {**cfg["train"], "num_workers": 1}}, out, progress=False)
+            runs[detector] = out
+        return runs[detector]
+
+    return get
+
+
+@pytest.mark.parametrize(
+    ("detector", "kill_at"),
+    [("faster_rcnn", 5), ("retinanet", 1), ("retinanet", 4), ("retinanet", 5)],
+    ids=["faster_rcnn-between-checkpoints", "retinanet-before-any-checkpoint",
+         "retinanet-right-after-a-checkpoint", "retinanet-between-checkpoints"],
+)  # fmt: skip
+def test_killed_and_resumed_run_is_bit_identical(
+    shapes: dict, tmp_path, uninterrupted, detector: str, kill_at: int
+) -> None:
+    """SIGKILL after iteration ``kill_at`` (checkpoints every 2), rerun: the same run."""
+    cfg = run_config(shapes, detector, "full", max_iter=7, checkpoint_period=2)
+    killed = tmp_path / "killed"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, json.dumps(cfg), str(killed), str(kill_at)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    last = find_last_checkpoint(killed)
+    saved = kill_at - kill_at % 2
+    assert (last.name if last else None) == (f"model_{saved:07d}.pth" if saved else None)
+    assert not (killed / "model_final.pth").exists()
+    assert [r["iteration"] for r in read_train_log(killed)] == list(range(1, kill_at + 1))
+    train(cfg, killed, progress=False)  # the same call resumes
+    _assert_same_run(killed, uninterrupted(detector), 7)
+    resumed = ["resumed"] if saved else []  # killed before any checkpoint: a fresh start
+    assert [e["event"] for e in read_train_log(killed, events=True)] == resumed
+    if kill_at == 5 and detector == "faster_rcnn":
+        reference = torch.load(uninterrupted(detector) / "model_final.pth", weights_only=True)
+        # a finished run reruns as a no-op that rewrites the same final weights
+        train(cfg, killed, progress=False)
+        again = torch.load(killed / "model_final.pth", weights_only=True)
+        assert state_dicts_equal(again["model"], reference["model"]) == []
+        # removing the final model (snakemake -R train) retrains from scratch, not from
+        # the end, and the log says so
+        (killed / "model_final.pth").unlink()
+        calls: list[int] = []
+        train(cfg, killed, progress=False, callbacks=[calls.append])
+        assert calls == list(range(1, 8))
+        assert [e["event"] for e in read_train_log(killed, events=True)] == ["restarted"]
+        again = torch.load(killed / "model_final.pth", weights_only=True)
+        assert state_dicts_equal(again["model"], reference["model"]) == []
 
 
 def test_resume_across_a_code_change_is_logged(shapes: dict, tmp_path, monkeypatch) -> None:
@@ -185,28 +251,36 @@ def test_resume_refuses_a_different_model(shapes: dict, tmp_path) -> None:
     train(other, tmp_path, progress=False, resume=False)  # explicit fresh start works
 
 
-# --------------------------------------------------------------------------- NaN
-class _NaNAfterCalls(losses.GIoULoss):
+# --------------------------------------------------------------------------- NaN, inf
+class _NonFiniteAfterCalls(losses.GIoULoss):
+    """GIoU whose value becomes ``bad`` (NaN or +inf) from the ``nan_at``-th call on."""
+
     calls = 0
     nan_at = 3
+    bad = float("nan")
 
     def elementwise(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         type(self).calls += 1
         value = super().elementwise(pred, target)
-        return value * float("nan") if type(self).calls >= self.nan_at else value
+        return value + type(self).bad if type(self).calls >= self.nan_at else value
 
 
-def test_nan_loss_stops_with_iteration_and_term(shapes: dict, tmp_path) -> None:
-    _NaNAfterCalls.calls = 0
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_non_finite_loss_stops_with_iteration_and_term(shapes: dict, tmp_path, bad: str) -> None:
+    """A NaN or infinite loss stops the run naming the iteration and the term; the last good
+    checkpoint is kept and nothing of the bad iteration is written."""
+    _NonFiniteAfterCalls.calls = 0
+    _NonFiniteAfterCalls.bad = float(bad)
     cfg = run_config(shapes, "retinanet", "giou", max_iter=6, checkpoint_period=2)
-    cfg["model"]["box_loss"]["name"] = f"{__name__}._NaNAfterCalls"  # a user's loss by path
+    cfg["model"]["box_loss"]["name"] = f"{__name__}._NonFiniteAfterCalls"  # a user's loss
     cfg["model"]["box_loss"]["weight"] = 1.0  # no calibration: it would call the loss too
-    with pytest.raises(NonFiniteLossError, match=r"iteration 3 \(loss_box_reg=nan\)") as err:
+    with pytest.raises(NonFiniteLossError, match=rf"iteration 3 \(loss_box_reg={bad}\)") as err:
         train(cfg, tmp_path, progress=False)
     assert "model_0000002.pth" in str(err.value)
     last = find_last_checkpoint(tmp_path)
     assert last is not None and last.name == "model_0000002.pth"
     assert not (tmp_path / "model_final.pth").exists()
+    assert [r["iteration"] for r in read_train_log(tmp_path)] == [1, 2]
     state = torch.load(last, weights_only=True)
     assert state["iteration"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -272,3 +346,33 @@ def test_torchrun_two_processes_on_cpu(shapes: dict, tmp_path) -> None:
     assert len(state["rng"]) == 2  # every rank's RNG states, for an exact resume
     final = torch.load(out / "model_final.pth", weights_only=True)
     assert final["iteration"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_torchrun_killed_and_resumed_run_is_bit_identical(shapes: dict, tmp_path) -> None:
+    """Under ``torchrun`` with 2 CPU processes: rank 0 killed after iteration 3
+    (checkpoints every 2), the same command rerun, the same run as an uninterrupted one.
+    Faster R-CNN samples proposals with each rank's torch RNG, so each rank must get its
+    own RNG state back."""
+    cfg = run_config(shapes, "faster_rcnn", "full", max_iter=5, batch_size=2)
+    cfg["train"]["base_batch_size"] = 2
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    proc = subprocess.run(
+        [*TORCHRUN, "2", str(script), json.dumps(cfg), str(killed), "3"],
+        capture_output=True, text=True, env=ENV, timeout=280,
+    )  # fmt: skip
+    assert proc.returncode != 0 and not (killed / "model_final.pth").exists(), proc.stderr[-3000:]
+    assert find_last_checkpoint(killed).name == "model_0000002.pth"
+    assert [r["iteration"] for r in read_train_log(killed)] == [1, 2, 3]
+    for out in (killed, reference):
+        command = ["-m", "eiou.cli", "train", "--config", str(path), "--output-dir", str(out)]
+        result = subprocess.run(
+            [*TORCHRUN, "2", *command], capture_output=True, text=True, env=ENV, timeout=280
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    _assert_same_run(killed, reference, 5)
