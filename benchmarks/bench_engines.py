@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+from bench_train_iteration import step  # one training iteration, as eiou.train takes it
 
 from eiou import io
 from eiou.config import load_run_config
@@ -88,14 +89,6 @@ def make_model(
     model = build_detector(cfg["model"], 3).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     return model, torch.optim.SGD(params, lr=0.002, momentum=0.9, weight_decay=1e-4)
-
-
-def step(model: torch.nn.Module, optimizer: torch.optim.SGD, batch: tuple[list, list]) -> None:
-    losses = model(*batch)
-    total = sum(losses.values())
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    optimizer.step()
 
 
 def bench(

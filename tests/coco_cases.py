@@ -5,7 +5,13 @@ without detections, a class without ground truth)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 SIZE = 640
 
@@ -77,3 +83,17 @@ CASES = {
 def detections_per_image(gt: dict, preds: list[dict]) -> np.ndarray:
     """Number of detections of each image id ``0..num_images`` (index 0 unused)."""
     return np.bincount([p["image_id"] for p in preds], minlength=len(gt["images"]) + 1)
+
+
+def run_pycocotools(gt: dict, preds: list[dict]) -> COCOeval:
+    """pycocotools itself on a case (evaluate, accumulate, summarize; prints swallowed): the
+    independent reference the evaluation and statistics tests compare with."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = json.loads(json.dumps(gt))
+        coco.createIndex()
+        e = COCOeval(coco, coco.loadRes(json.loads(json.dumps(preds))), "bbox")
+        e.evaluate()
+        e.accumulate()
+        e.summarize()
+    return e

@@ -3,8 +3,6 @@ recomputed from pycocotools' raw arrays."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import socket
 import subprocess
@@ -13,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from coco_cases import coco_case, detections_per_image
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from coco_cases import coco_case, detections_per_image, run_pycocotools
 
 from eiou import evaluate, provenance
 from eiou.cli import main
@@ -40,17 +36,7 @@ def _shift(bbox: list[float], dx: float) -> list[float]:
     return [bbox[0] + dx, bbox[1], bbox[2], bbox[3]]
 
 
-def _raw(gt: dict, preds: list[dict]) -> COCOeval:
-    """pycocotools run by the test itself."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = json.loads(json.dumps(gt))
-        coco.createIndex()
-        e = COCOeval(coco, coco.loadRes(json.loads(json.dumps(preds))), "bbox")
-        e.evaluate()
-        e.accumulate()
-        e.summarize()
-    return e
+_raw = run_pycocotools
 
 
 def test_perfect_predictions_score_one() -> None:

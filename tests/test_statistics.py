@@ -5,8 +5,6 @@ of a paired difference, simulated populations with a known difference, seeds alo
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -14,10 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from coco_cases import CASES, coco_case
+from coco_cases import CASES, coco_case, run_pycocotools
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from eiou import evaluate, statistics
@@ -30,16 +27,7 @@ SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "conf
 TOLERANCE = 1e-12
 
 
-def _pycocotools(gt: dict, preds: list[dict]) -> COCOeval:
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = json.loads(json.dumps(gt))
-        coco.createIndex()
-        e = COCOeval(coco, coco.loadRes(json.loads(json.dumps(preds))), "bbox")
-        e.evaluate()
-        e.accumulate()
-        e.summarize()
-    return e
+_pycocotools = run_pycocotools
 
 
 def _mean_valid(values: np.ndarray) -> float:

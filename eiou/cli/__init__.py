@@ -135,6 +135,18 @@ def add_output(
     )
 
 
+def add_set(parser: argparse.ArgumentParser, example: str) -> None:
+    """The verb's ``--set KEY=VALUE ...``: run-config overrides, dotted keys, YAML values."""
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override config keys: dotted keys, YAML values ({example})",
+    )
+
+
 @contextlib.contextmanager
 def reading(path: Any, what: str) -> Iterator[None]:
     """Turn the errors of reading ``path`` (missing, unreadable, not valid JSON or YAML)

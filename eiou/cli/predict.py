@@ -7,7 +7,7 @@ import logging
 import zipfile
 from pathlib import Path
 
-from eiou.cli import UserError, add_output
+from eiou.cli import UserError, add_output, add_set
 
 HELP = "Predict a split with a trained checkpoint (one process); write COCO results JSON."
 
@@ -18,14 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", type=Path, required=True, help="model_final.pth or a training checkpoint"
     )
     add_output(parser, "predictions JSON to write")
-    parser.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config keys: dotted keys, YAML values (--set model.scoring.method=cls)",
-    )
+    add_set(parser, "--set model.scoring.method=cls")
     parser.add_argument(
         "--split", default=None, help="split to predict (default: predict.split, i.e. 'test')"
     )

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from eiou.cli import UserError, add_output
+from eiou.cli import UserError, add_output, add_set
 
 HELP = "Train a detector from a run config (resumes from <output>/checkpoints/)."
 
@@ -18,15 +18,7 @@ HELP = "Train a detector from a run config (resumes from <output>/checkpoints/).
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="run config YAML")
     add_output(parser, "folder for checkpoints/, train_log.jsonl and model_final.pth")
-    parser.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config keys: dotted keys, YAML values "
-        "(--set train.max_iter=2000 model.box_loss.power=3 train.steps='[1500, 1800]')",
-    )
+    add_set(parser, "--set train.max_iter=2000 model.box_loss.power=3 train.steps='[1500, 1800]'")
     parser.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,
