@@ -21,15 +21,29 @@ Options common to the box losses:
 - ``sot`` (SOT, paper Eq. 28): the forward value is unchanged; the gradient flowing into
   ``pred`` is multiplied, per pair, by the extended union ``U_e`` of that pair (detached).
   ``U_e`` is the standard union whenever the boxes overlap, and stays positive when they
-  do not, so the same rule serves every IoU-family loss.
+  do not (``U_e >= S_t``, inverted predictions included), so the same rule serves every
+  IoU-family loss.
 - ``gradient`` (EIoU only): ``"autograd"``, the exact derivative of Eq. 16 (which also
   differentiates ``x0 = min(x1_t, x1_p)``), or ``"paper"``, the hand-derived gradient of
   Appendix A (Eq. 33-44), computed in one fused custom autograd Function. They agree
   wherever the boxes overlap and differ on part of the separated pairs: where
-  ``x1_p < x1_t`` (resp. ``y1_p < y1_t``) and the boxes are apart along the other axis,
-  the paper sets ``dI_e/dx1_p = 0`` while the exact derivative is ``2 (y1 - y2)``. In
-  general the paper's gradient is the derivative with ``x0`` and ``y0`` held fixed (for a
-  prediction inverted so far that ``x2_p`` is the leftmost corner, ``x0 = x2_p``).
+  ``x1_p < x1_t`` (resp. ``y1_p < y1_t``), the prediction is not inverted along that axis
+  and the boxes are apart along the other axis, the paper sets ``dI_e/dx1_p = 0`` while the
+  exact derivative is ``2 (y1 - y2)``. In general the paper's gradient is the derivative
+  with Eq. 10-11's ``min(x1_t, x1_p)`` and ``min(y1_t, y1_p)`` held fixed. Inverted
+  predictions, which Appendix A does not consider, follow the extension of
+  :mod:`eiou.metrics` (``x0 = min(x1_t, x1_p, x2_t, x2_p)`` and a strip per inversion)
+  in both modes: where ``x0`` is an inverted ``x2_p``, its motion is differentiated, as
+  are the strips (held, ``x0 = x2_p`` would take away part of the push that unflips
+  ``x2_p``; without the strips, all of it for a prediction left of and above its target).
+  So the two modes agree on every inverted axis, and on a prediction inverted along both
+  axes they are equal.
+
+With any of these options, the gradient of every EIoU loss is bounded: ``|dEIoU/dz| <=
+11 D / U_e <= 11 D / S_t`` (:mod:`eiou.metrics`, ``D`` the span of the corners along the
+other axis), times ``power 2^(power - 1)`` with CT, and times ``U_e`` with SOT, which makes
+it at most ``11 power 2^(power - 1) D`` whatever the box areas. On an inverted prediction
+every gradient-descent step shrinks the inversion.
 
 Losses are looked up by name with :func:`get`; :func:`register` adds one. A dotted import
 path (``"my_pkg.losses.my_loss"``) names a user's loss: a class is instantiated with the
@@ -409,7 +423,9 @@ class _PaperEIoULoss(torch.autograd.Function):
     Forward computes the loss and, from the same intermediates, its gradient with respect
     to the predicted corners (Eq. 33-44; Eq. 44's ``U_g`` read as ``U_e``); backward only
     multiplies that stored gradient by the incoming one. ``target`` gets no gradient.
-    Inverted predictions follow :mod:`eiou.metrics` (zero area, corners as given). On a kink
+    Inverted predictions follow :mod:`eiou.metrics` (zero area, corners as given, ``x0``
+    the leftmost of all four corners, a strip per inversion); the motion of ``x0`` with an
+    inverted ``x2_p`` and the strips are differentiated (see the module docstring). On a kink
     (a shared edge, touching boxes, a zero width) each coordinate gets the one-sided
     derivative towards overlap, inside the target and a non-inverted prediction.
     Written with in-place operations: on large inputs the cost is memory traffic.
@@ -436,11 +452,34 @@ class _PaperEIoULoss(torch.autograd.Function):
         neg_dy1, neg_dx1 = g.dy1.neg(), g.dx1.neg()
         d_x1 = torch.where(overlap_x, g.dy_min, neg_dy1).sub_(g.dy_max).mul_(c.px1 >= c.tx1)
         d_y1 = torch.where(overlap_y, g.dx_min, neg_dx1).sub_(g.dx_max).mul_(c.py1 >= c.ty1)
-        d_x2 = torch.where(overlap_x, neg_dy1, g.dy_min).add_(g.dy2).mul_(c.px2 <= c.tx2)
-        d_y2 = torch.where(overlap_y, neg_dx1, g.dx_min).add_(g.dx2).mul_(c.py2 <= c.ty2)
+        # Inverted predictions: x0 = min(x1_t, x1_p, x2_t, x2_p) (eiou.metrics). Appendix A
+        # holds Eq. 10's min(x1_t, x1_p); where x2_p is the leftmost corner, x0 = x2_p moves
+        # with it and that motion is differentiated: dI_e/dx0 = 2 max(y1 - y2, 0). Such a
+        # pair is apart along x (x1 >= x1_p > x2_p >= x2), so it adds to the second branch;
+        # elsewhere it adds +0, which leaves every other pair's gradient bit for bit.
+        lead_x = c.px2 < torch.minimum(torch.minimum(c.px1, c.tx1), c.tx2)
+        lead_y = c.py2 < torch.minimum(torch.minimum(c.py1, c.ty1), c.ty2)
+        moves_x0 = (g.dy1 - g.dy2).clamp_(min=0).mul_(lead_x).mul_(2)
+        moves_y0 = (g.dx1 - g.dx2).clamp_(min=0).mul_(lead_y).mul_(2)
+        d_x2 = torch.where(overlap_x, neg_dy1, moves_x0.add_(g.dy_min))
+        d_x2.add_(g.dy2).mul_(c.px2 <= c.tx2)
+        d_y2 = torch.where(overlap_y, neg_dx1, moves_y0.add_(g.dx_min))
+        d_y2.add_(g.dx2).mul_(c.py2 <= c.ty2)
+        # The inversion strips of eiou.metrics, I_e -= (x1_p - x2_p)^+ h_t + (y1_p - y2_p)^+ w_t
+        # + (x1_t - x2_t)^+ h_p + (y1_t - y2_t)^+ w_p: dI_e/dx2_p = -dI_e/dx1_p
+        # = h_t [x1_p > x2_p] - (y1_t - y2_t)^+ [x2_p > x1_p]. Both parts are +0 for proper
+        # boxes; subtracting +0 keeps every bit (even -0.0), so they are subtracted.
+        wp, hp, wt, ht = metrics._sizes(c)
+        strip_px = ht * (c.px1 > c.px2)
+        strip_tx = (c.ty1 - c.ty2).clamp_(min=0).mul_(c.px2 > c.px1)
+        strip_py = wt * (c.py1 > c.py2)
+        strip_ty = (c.tx1 - c.tx2).clamp_(min=0).mul_(c.py2 > c.py1)
+        d_x1.sub_(strip_px - strip_tx)
+        d_x2.sub_(strip_tx - strip_px)
+        d_y1.sub_(strip_py - strip_ty)
+        d_y2.sub_(strip_ty - strip_py)
         # Eq. 37-40: dU_e = dS_p - dI_e with S_p = max(w_p, 0) max(h_p, 0), so
         # dS_p = (-h, -w, h, w) where the box is not inverted along that axis.
-        wp, hp, _, _ = metrics._sizes(c)
         hp.mul_(c.px2 >= c.px1)
         wp.mul_(c.py2 >= c.py1)
         # Eq. 41-44 and the chain rule: dL/dz = f'(E) (dI - E dU) / U_e

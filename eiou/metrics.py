@@ -11,8 +11,9 @@ Conventions, shared by every function through :func:`_corners`:
 - **inverted boxes**: a box with ``x2 < x1`` (or ``y2 < y1``) has zero area (widths and
   heights are clamped at 0 wherever an area or an aspect ratio is taken); its corners are
   otherwise used as given. Every metric stays continuous and finite, and for EIoU an
-  inverted prediction counts as separated from its target along that axis (``I_e < 0``),
-  so its gradient unflips it. (torchvision.ops would use a negative area.)
+  inverted prediction counts as separated from its target along each inverted axis
+  (``EIoU <= 0``), so its gradient unflips it (see below). (torchvision.ops would use a
+  negative area.)
 - **eps** (:data:`EPS` = 1e-7, in the squared units of the coordinates): added to every
   denominator that can vanish (union, enclosing area, enclosing diagonal). It only matters
   for boxes whose areas are comparable to ``eps``: two identical zero-area boxes have
@@ -21,6 +22,41 @@ Conventions, shared by every function through :func:`_corners`:
 The extended IoU (paper, Sec. III-B, Eq. 10-22, with the typo of Eq. 16 corrected to
 ``I_e = S1 + S2 - S3 - S4``) equals the standard IoU for overlapping boxes (0 when they
 touch) and is negative for separated boxes, tending to -1 as they move apart.
+
+Inverted boxes, which the paper does not consider, extend Eq. 10-21 in two ways:
+
+1. ``x0`` (``y0``) is the leftmost (topmost) of all four corners, ``x0 = min(x1_t, x1_p,
+   x2_t, x2_p)``: for proper boxes the same number as Eq. 10's ``min(x1_t, x1_p)``. A
+   prediction inverted along x then has ``x1 = max(x1_p, x1_t) >= x1_p > x2_p >= x2``: it
+   is apart from its target along x, and with every corner at or beyond ``(x0, y0)``
+   Eq. 16 gives at most 0.
+2. Each inversion is charged as a strip of the other box:
+   ``I_e = (Eq. 16) - (x1_p - x2_p)^+ h_t - (y1_p - y2_p)^+ w_t`` (and the same with the
+   two boxes swapped, so that EIoU stays symmetric), ``^+`` the positive part, ``w, h``
+   the clamped sizes. Without it, a prediction inverted along y and collapsed to zero
+   width on the target's left edge has ``I_e = 0`` however far it is inverted: a plateau
+   (``EIoU = 0``, the largest value an inverted prediction can reach) where the y corners
+   get no gradient, and gradient descent collapses onto it.
+
+For proper boxes both change nothing: the values bit for bit, and the gradients too except
+on ties between corners (kinks of ``min``/``max``), where autograd may add the two halves of
+a subgradient in another order. For every target of positive area ``S_t``:
+
+- ``U_e >= S_t > 0`` (the standard union for overlapping boxes, ``S_t + S_p + |I_e|``
+  otherwise) and ``EIoU`` is in ``(-1, 1]``, ``<= 0`` for an inverted prediction;
+- ``I_e`` is continuous (``min``, ``max``, positive parts and products of the corners): a
+  zero-width prediction has the limit of both sides of the flip;
+- gradients are bounded: ``|dEIoU/dz| <= 11 D_y / U_e <= 11 D_y / S_t`` for ``z`` any
+  x-corner of the prediction, ``D_y`` the span of the four y-corners (x and y swapped for a
+  y-corner), because ``dEIoU = (dI_e (1 + EIoU) - EIoU dS_p) / (U_e + eps)`` with
+  ``|dI_e/dz| <= 4 D_y + h_t <= 5 D_y`` and ``|dS_p/dz| <= D_y``;
+- along an inverted axis ``S_p`` has no gradient and
+  ``dEIoU/dx2_p - dEIoU/dx1_p >= 2 h_t (1 + EIoU) / (U_e + eps) > 0``: a gradient step on
+  any loss that decreases with EIoU shrinks ``x1_p - x2_p``, so the prediction unflips.
+
+With Eq. 10's ``x0 = min(x1_t, x1_p)`` as it stands, a prediction inverted along both axes
+could get ``I_e > S_t``, ``U_e <= 0`` and an EIoU of any sign and size (-896 to 3427 on the
+pairs of ``benchmarks/cuda_numerics.py``).
 """
 
 from __future__ import annotations
@@ -187,11 +223,15 @@ class ExtendedIoU(NamedTuple):
     """The extended IoU and its parts, each ``(...)``.
 
     Attributes:
-        value: ``EIoU = I_e / (U_e + eps)``, in ``(-1, 1]``.
-        intersection: the extended intersection ``I_e`` (Eq. 16); the standard intersection
-            for overlapping boxes, negative for separated ones.
-        union: the extended union ``U_e = S_t + S_p - I_e`` (Eq. 21), always ``>= 0``; the
-            standard union for overlapping boxes. SOT scales gradients by it.
+        value: ``EIoU = I_e / (U_e + eps)``, in ``(-1, 1]``; ``<= 0`` for separated boxes and
+            for an inverted prediction.
+        intersection: the extended intersection ``I_e`` (Eq. 16, less the strips of
+            inverted boxes, see the module docstring); the standard intersection for
+            overlapping boxes, negative for separated ones, ``<= 0`` for an inverted
+            prediction.
+        union: the extended union ``U_e = S_t + S_p - I_e`` (Eq. 21), always ``>= S_t``;
+            the standard union for overlapping boxes, ``S_t + S_p + |I_e|`` otherwise. SOT
+            scales gradients by it.
     """
 
     value: Tensor
@@ -210,28 +250,34 @@ class _ExtendedGeometry(NamedTuple):
     dx_max: Tensor
     dy_min: Tensor
     dy_max: Tensor
-    intersection: Tensor  # I_e
+    intersection: Tensor  # I_e, with the strips of inverted boxes
     union: Tensor  # U_e
 
 
 def _extended_geometry(c: _Corners) -> _ExtendedGeometry:
-    # Eq. 10-11, x0 = min(x1_t, x1_p), taken over all four corners: the same for valid boxes,
-    # and for an inverted box (x2 < x1) it keeps every corner at or right of x0, so I_e <= 0
-    # and U_e >= S_t + S_p stay true. (With x0 = min(x1_t, x1_p) alone, a prediction
+    x1, y1 = torch.maximum(c.px1, c.tx1), torch.maximum(c.py1, c.ty1)  # Eq. 1-2
+    x2, y2 = torch.minimum(c.px2, c.tx2), torch.minimum(c.py2, c.ty2)  # Eq. 3-4
+    # Eq. 10-11, x0 = min(x1_t, x1_p), taken over all four corners (x2 = min(x2_t, x2_p)):
+    # the same for proper boxes, and for an inverted box (x2 < x1) it keeps every corner at
+    # or right of x0, so that Eq. 16 stays <= 0. (With min(x1_t, x1_p) alone, a prediction
     # inverted along both axes could get I_e > 0 and U_e <= 0: EIoU outside (-1, 1].)
-    x0 = torch.minimum(torch.minimum(c.px1, c.px2), torch.minimum(c.tx1, c.tx2))
-    y0 = torch.minimum(torch.minimum(c.py1, c.py2), torch.minimum(c.ty1, c.ty2))
+    x0 = torch.minimum(torch.minimum(c.px1, c.tx1), x2)
+    y0 = torch.minimum(torch.minimum(c.py1, c.ty1), y2)
     # Eq. 1-4 and 12-15 measured from (x0, y0): every product below is translation invariant.
-    dx1 = torch.maximum(c.px1, c.tx1) - x0
-    dy1 = torch.maximum(c.py1, c.ty1) - y0
-    dx2 = torch.minimum(c.px2, c.tx2) - x0
-    dy2 = torch.minimum(c.py2, c.ty2) - y0
+    dx1, dy1, dx2, dy2 = x1 - x0, y1 - y0, x2 - x0, y2 - y0
     dx_min, dx_max = torch.minimum(dx1, dx2), torch.maximum(dx1, dx2)
     dy_min, dy_max = torch.minimum(dy1, dy2), torch.maximum(dy1, dy2)
     # Eq. 16 with the corrected signs: I_e = S1 + S2 - S3 - S4.
     inter = dx2 * dy2 + dx_min * dy_min - dx1 * dy_max - dx_max * dy1
-    area_p, area_t = _areas(c)
-    union = area_t + area_p - inter  # Eq. 21
+    wp, hp, wt, ht = _sizes(c)
+    # Inverted boxes: less each inversion times the other box's extent (+0 for proper boxes,
+    # which leaves I_e bit for bit).
+    strips = (c.px1 - c.px2).clamp(min=0) * ht
+    strips = torch.addcmul(strips, (c.py1 - c.py2).clamp(min=0), wt)
+    strips = torch.addcmul(strips, (c.tx1 - c.tx2).clamp(min=0), hp)
+    strips = torch.addcmul(strips, (c.ty1 - c.ty2).clamp(min=0), wp)
+    inter = inter - strips
+    union = wt * ht + wp * hp - inter  # Eq. 21
     return _ExtendedGeometry(dx1, dy1, dx2, dy2, dx_min, dx_max, dy_min, dy_max, inter, union)
 
 

@@ -150,10 +150,10 @@ def test_inverted_boxes_have_zero_area_and_negative_eiou():
         assert math.isfinite(fn(inverted, target).item())
     assert eiou.iou(inverted, target).item() == 0.0
     parts = eiou.extended_iou_parts(inverted, target)
-    # Counted as separated along x by the gap x1 - x2 = 1: I_e = -(1)(2 + 0) = -2 (Eq. 18),
-    # U_e = S_t + 0 - I_e = 6.
-    assert parts.intersection.item() == pytest.approx(-2.0)
-    assert parts.union.item() == pytest.approx(6.0)
+    # Counted as separated along x by the gap x1 - x2 = 1: Eq. 18 gives -(1)(2 + 0) = -2,
+    # less the strip of the inversion, 1 x h_t = 2: I_e = -4, U_e = S_t + 0 - I_e = 8.
+    assert parts.intersection.item() == pytest.approx(-4.0)
+    assert parts.union.item() == pytest.approx(8.0)
     # Continuous at the flip: the zero-width box has I_e = 0.
     flat = eiou.extended_iou_parts(_t((1.0, 0, 1.0, 2)), target)
     assert flat.intersection.item() == pytest.approx(0.0, abs=1e-12)
@@ -166,12 +166,13 @@ def test_prediction_inverted_along_both_axes_is_separated():
     pred = _t((0, 0, -0.5, -1)).requires_grad_()
     parts = eiou.extended_iou_parts(pred, target)
     # x0 = -0.5, y0 = -1; x1 = y1 = 0, x2 = -0.5, y2 = -1 (Fig. 2(d), Eq. 20):
-    # I_e = 2 ((x2 - x0)(y2 - y0) - (x1 - x0)(y1 - y0)) = 2 (0 - 0.5) = -1, U_e = 1 + 0 + 1
-    assert parts.intersection.item() == pytest.approx(-1.0)
-    assert parts.union.item() == pytest.approx(2.0)
-    assert parts.value.item() == pytest.approx(-0.5)
+    # 2 ((x2 - x0)(y2 - y0) - (x1 - x0)(y1 - y0)) = 2 (0 - 0.5) = -1, less the strips
+    # 0.5 x 1 + 1 x 1: I_e = -2.5, U_e = 1 + 0 + 2.5
+    assert parts.intersection.item() == pytest.approx(-2.5)
+    assert parts.union.item() == pytest.approx(3.5)
+    assert parts.value.item() == pytest.approx(-2.5 / 3.5)
     parts.value.sum().backward()
     assert pred.grad[0, 2] > 0 and pred.grad[0, 3] > 0  # ascent on EIoU unflips x2 and y2
     # an inverted target is handled alike: the metric is symmetric in its two boxes
     swapped = eiou.extended_iou_parts(target, pred.detach())
-    assert swapped.intersection.item() == pytest.approx(-1.0)
+    assert swapped.intersection.item() == pytest.approx(-2.5)
