@@ -454,26 +454,26 @@ class _PaperEIoULoss(torch.autograd.Function):
         d_y1 = torch.where(overlap_y, g.dx_min, neg_dx1).sub_(g.dx_max).mul_(c.py1 >= c.ty1)
         # Inverted predictions: x0 = min(x1_t, x1_p, x2_t, x2_p) (eiou.metrics). Appendix A
         # holds Eq. 10's min(x1_t, x1_p); where x2_p is the leftmost corner, x0 = x2_p moves
-        # with it and that motion is differentiated: dI_e/dx0 = 2 max(y1 - y2, 0). Such a
-        # pair is apart along x (x1 >= x1_p > x2_p >= x2), so it adds to the second branch;
-        # elsewhere it adds +0, which leaves every other pair's gradient bit for bit.
+        # with it and that motion is differentiated: dI_e/dx0 = 2 max(y1 - y2, 0)
+        # = 2 (y_max - y2). Such a pair is apart along x (x1 >= x1_p > x2_p >= x2), so it adds
+        # to the second branch; elsewhere it adds +0, which leaves every other pair's
+        # gradient bit for bit.
         lead_x = c.px2 < torch.minimum(torch.minimum(c.px1, c.tx1), c.tx2)
         lead_y = c.py2 < torch.minimum(torch.minimum(c.py1, c.ty1), c.ty2)
-        moves_x0 = (g.dy1 - g.dy2).clamp_(min=0).mul_(lead_x).mul_(2)
-        moves_y0 = (g.dx1 - g.dx2).clamp_(min=0).mul_(lead_y).mul_(2)
-        d_x2 = torch.where(overlap_x, neg_dy1, moves_x0.add_(g.dy_min))
-        d_x2.add_(g.dy2).mul_(c.px2 <= c.tx2)
-        d_y2 = torch.where(overlap_y, neg_dx1, moves_y0.add_(g.dx_min))
-        d_y2.add_(g.dx2).mul_(c.py2 <= c.ty2)
+        moves_x0 = torch.add(g.dy_min, torch.where(lead_x, g.dy_max - g.dy2, 0.0), alpha=2)
+        moves_y0 = torch.add(g.dx_min, torch.where(lead_y, g.dx_max - g.dx2, 0.0), alpha=2)
+        d_x2 = torch.where(overlap_x, neg_dy1, moves_x0).add_(g.dy2).mul_(c.px2 <= c.tx2)
+        d_y2 = torch.where(overlap_y, neg_dx1, moves_y0).add_(g.dx2).mul_(c.py2 <= c.ty2)
         # The inversion strips of eiou.metrics, I_e -= (x1_p - x2_p)^+ h_t + (y1_p - y2_p)^+ w_t
         # + (x1_t - x2_t)^+ h_p + (y1_t - y2_t)^+ w_p: dI_e/dx2_p = -dI_e/dx1_p
         # = h_t [x1_p > x2_p] - (y1_t - y2_t)^+ [x2_p > x1_p]. Both parts are +0 for proper
         # boxes; subtracting +0 keeps every bit (even -0.0), so they are subtracted.
-        wp, hp, wt, ht = metrics._sizes(c)
-        strip_px = ht * (c.px1 > c.px2)
-        strip_tx = (c.ty1 - c.ty2).clamp_(min=0).mul_(c.px2 > c.px1)
-        strip_py = wt * (c.py1 > c.py2)
-        strip_ty = (c.tx1 - c.tx2).clamp_(min=0).mul_(c.py2 > c.py1)
+        wp, hp, wt, ht = g.sizes
+        _, _, inv_tx, inv_ty = g.inversions
+        strip_px = torch.where(c.px1 > c.px2, ht, 0.0)
+        strip_tx = torch.where(c.px2 > c.px1, inv_ty, 0.0)
+        strip_py = torch.where(c.py1 > c.py2, wt, 0.0)
+        strip_ty = torch.where(c.py2 > c.py1, inv_tx, 0.0)
         d_x1.sub_(strip_px - strip_tx)
         d_x2.sub_(strip_tx - strip_px)
         d_y1.sub_(strip_py - strip_ty)

@@ -250,6 +250,8 @@ class _ExtendedGeometry(NamedTuple):
     dx_max: Tensor
     dy_min: Tensor
     dy_max: Tensor
+    sizes: tuple[Tensor, Tensor, Tensor, Tensor]  # w_p, h_p, w_t, h_t, clamped at 0
+    inversions: tuple[Tensor, Tensor, Tensor, Tensor]  # (x1_p - x2_p)^+, (y1_p - y2_p)^+, target
     intersection: Tensor  # I_e, with the strips of inverted boxes
     union: Tensor  # U_e
 
@@ -269,16 +271,21 @@ def _extended_geometry(c: _Corners) -> _ExtendedGeometry:
     dy_min, dy_max = torch.minimum(dy1, dy2), torch.maximum(dy1, dy2)
     # Eq. 16 with the corrected signs: I_e = S1 + S2 - S3 - S4.
     inter = dx2 * dy2 + dx_min * dy_min - dx1 * dy_max - dx_max * dy1
-    wp, hp, wt, ht = _sizes(c)
+    wp, hp, wt, ht = sizes = _sizes(c)
     # Inverted boxes: less each inversion times the other box's extent (+0 for proper boxes,
-    # which leaves I_e bit for bit).
-    strips = (c.px1 - c.px2).clamp(min=0) * ht
-    strips = torch.addcmul(strips, (c.py1 - c.py2).clamp(min=0), wt)
-    strips = torch.addcmul(strips, (c.tx1 - c.tx2).clamp(min=0), hp)
-    strips = torch.addcmul(strips, (c.ty1 - c.ty2).clamp(min=0), wp)
+    # which leaves I_e bit for bit; a clamp, so that no gradient flows there either).
+    inv_px, inv_py = (c.px1 - c.px2).clamp(min=0), (c.py1 - c.py2).clamp(min=0)
+    inv_tx, inv_ty = (c.tx1 - c.tx2).clamp(min=0), (c.ty1 - c.ty2).clamp(min=0)
+    strips = inv_px * ht
+    strips = torch.addcmul(strips, inv_py, wt)
+    strips = torch.addcmul(strips, inv_tx, hp)
+    strips = torch.addcmul(strips, inv_ty, wp)
     inter = inter - strips
     union = wt * ht + wp * hp - inter  # Eq. 21
-    return _ExtendedGeometry(dx1, dy1, dx2, dy2, dx_min, dx_max, dy_min, dy_max, inter, union)
+    inversions = (inv_px, inv_py, inv_tx, inv_ty)
+    return _ExtendedGeometry(
+        dx1, dy1, dx2, dy2, dx_min, dx_max, dy_min, dy_max, sizes, inversions, inter, union
+    )
 
 
 def extended_iou_parts(pred: Tensor, target: Tensor, eps: float = EPS) -> ExtendedIoU:
