@@ -288,7 +288,15 @@ def test_smoke_preset_through_the_profile(cluster, tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert (tmp_path / "reports" / "summary.md").read_text().count("NOT the paper's setting")
     tables = sorted(p.name for p in (tmp_path / "results" / "tables").iterdir())
-    assert tables == ["comparisons.csv", "runs.csv", "table1.csv", "table1.md", "table1.tex"]
+    assert tables == [
+        "comparisons.csv",
+        "runs.csv",
+        "scoring.csv",
+        "scoring.md",
+        "table1.csv",
+        "table1.md",
+        "table1.tex",
+    ]
     assert len(list((tmp_path / "results" / "runs").glob("*/metrics.json"))) == 2
     assert len(list((tmp_path / "results" / "runs").glob("*/eval_images.npz"))) == 2
     assert (tmp_path / "reports" / "figures" / "toy_fig3.png").read_bytes()[:4] == b"\x89PNG"
