@@ -33,6 +33,7 @@ from detectron2.modeling.roi_heads import FastRCNNOutputLayers, StandardROIHeads
 from detectron2.structures import Boxes, Instances
 from torch import Tensor
 
+from eiou.engines.detectron2.anchors import regress_foreground_anchors
 from eiou.engines.torchvision.box_regression import BoxRegression
 from eiou.heads import IoUHead, iou_head_loss, iou_target
 from eiou.scoring import nms_with_scoring
@@ -245,12 +246,8 @@ class LossRPN(RPN):
         labels = torch.stack(gt_labels)  # (N, R): 1 foreground, 0 background, -1 ignored
         positive = labels == 1
         normalizer = self.batch_size_per_image * images
-        all_anchors = Boxes.cat(anchors).tensor.unsqueeze(0).expand(images, -1, -1)
-        reg = self.box_regression(
-            cat(pred_anchor_deltas, dim=1)[positive],
-            all_anchors[positive],
-            torch.stack(gt_boxes)[positive],
-            normalizer,
+        reg = regress_foreground_anchors(
+            self.box_regression, anchors, pred_anchor_deltas, gt_boxes, positive, normalizer
         )
         valid = labels >= 0
         objectness = F.binary_cross_entropy_with_logits(

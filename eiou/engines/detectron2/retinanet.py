@@ -34,6 +34,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 from fvcore.nn import sigmoid_focal_loss
 from torch import Tensor, nn
 
+from eiou.engines.detectron2.anchors import regress_foreground_anchors
 from eiou.engines.torchvision.box_regression import BoxRegression
 from eiou.heads import iou_head_loss, iou_target
 from eiou.scoring import nms_with_scoring
@@ -158,7 +159,6 @@ class IoURetinaNet(RetinaNet):
     ) -> dict[str, Tensor]:
         """``loss_cls`` (detectron2's focal loss), ``loss_box_reg`` (``weight * sum over
         foreground anchors / normaliser``) and, with the IoU head, ``loss_iou``."""
-        images = len(gt_labels)
         labels = torch.stack(gt_labels)  # (N, R): class, num_classes = background, -1 ignored
         valid = labels >= 0
         positive = valid & (labels != self.num_classes)
@@ -174,12 +174,8 @@ class IoURetinaNet(RetinaNet):
             gamma=self.focal_loss_gamma,
             reduction="sum",
         )
-        all_anchors = Boxes.cat(anchors).tensor.unsqueeze(0).expand(images, -1, -1)
-        reg = self.box_regression(
-            cat(pred_anchor_deltas, dim=1)[positive],
-            all_anchors[positive],
-            torch.stack(gt_boxes)[positive],
-            normalizer,
+        reg = regress_foreground_anchors(
+            self.box_regression, anchors, pred_anchor_deltas, gt_boxes, positive, normalizer
         )
         losses = {"loss_cls": loss_cls / normalizer, "loss_box_reg": reg.loss}
         if pred_iou_logits is not None:
