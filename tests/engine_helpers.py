@@ -98,6 +98,19 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
+def train_until_killed(cfg: dict, out: Path, kill_at: int) -> None:
+    """Train ``cfg`` into ``out`` in a subprocess (one thread) that SIGKILLs itself after
+    iteration ``kill_at``; assert it died so."""
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, json.dumps(cfg), str(out), str(kill_at)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+
+
 def read_train_log(path: Path, events: bool = False) -> list[dict]:
     """The records of ``<path>/train_log.jsonl``: training steps, or (``events``) the others."""
     records = [json.loads(x) for x in (path / "train_log.jsonl").read_text().splitlines()]
@@ -111,14 +124,7 @@ def check_kill_and_resume(cfg: dict, tmp_path: Path) -> tuple[Path, dict[str, to
     rewrites the same weights. Returns the killed run's folder and the final weights."""
     assert cfg["train"]["max_iter"] == 7 and cfg["train"]["checkpoint_period"] == 2
     killed = tmp_path / "killed"
-    proc = subprocess.run(
-        [sys.executable, "-c", KILL_SCRIPT, json.dumps(cfg), str(killed), "5"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == -9, proc.stderr[-2000:]
+    train_until_killed(cfg, killed, 5)
     assert find_last_checkpoint(killed).name == "model_0000004.pth"
     assert not (killed / "model_final.pth").exists()
     assert [r["iteration"] for r in read_train_log(killed)] == [1, 2, 3, 4, 5]

@@ -17,6 +17,7 @@ from engine_helpers import (
     read_train_log,
     run_config,
     state_dicts_equal,
+    train_until_killed,
 )
 
 from eiou import losses
@@ -189,14 +190,7 @@ def test_killed_and_resumed_run_is_bit_identical(
     """SIGKILL after iteration ``kill_at`` (checkpoints every 2), rerun: the same run."""
     cfg = run_config(shapes, detector, "full", max_iter=7, checkpoint_period=2)
     killed = tmp_path / "killed"
-    proc = subprocess.run(
-        [sys.executable, "-c", KILL_SCRIPT, json.dumps(cfg), str(killed), str(kill_at)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=ENV,
-    )
-    assert proc.returncode == -9, proc.stderr[-2000:]
+    train_until_killed(cfg, killed, kill_at)
     last = find_last_checkpoint(killed)
     saved = kill_at - kill_at % 2
     assert (last.name if last else None) == (f"model_{saved:07d}.pth" if saved else None)
@@ -227,14 +221,7 @@ def test_resume_across_a_code_change_is_logged(shapes: dict, tmp_path, monkeypat
     import eiou.train as train_module
 
     cfg = run_config(shapes, "faster_rcnn", "giou", max_iter=4, checkpoint_period=2)
-    stop = subprocess.run(
-        [sys.executable, "-c", KILL_SCRIPT, json.dumps(cfg), str(tmp_path), "3"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert stop.returncode == -9, stop.stderr[-2000:]
+    train_until_killed(cfg, tmp_path, 3)
     monkeypatch.setattr(train_module, "code_digest", lambda: "0123456789abcdef")
     train(cfg, tmp_path, progress=False)
     (event,) = read_train_log(tmp_path, events=True)
