@@ -504,8 +504,10 @@ class TrainLog:
         self.path = output_dir / TRAIN_LOG
         self.board = TensorBoardLog(output_dir, self.start) if self.enabled else None
         if self.enabled:
-            _restart_log(self.path, self.start)
+            interrupted_after = _restart_log(self.path, self.start)
             for event in state.events:
+                if event["event"] == "resumed" and interrupted_after is not None:
+                    event = {**event, "interrupted_after": interrupted_after}
                 self._write({"iteration": self.start, **event})
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -561,18 +563,26 @@ class TensorBoardLog:
             self.writer.flush()
 
 
-def _restart_log(path: Path, start_iter: int) -> None:
-    """Keep the records of iterations <= ``start_iter`` (a resumed run rewrites the rest)."""
+def _restart_log(path: Path, start_iter: int) -> int | None:
+    """Keep the records of iterations <= ``start_iter`` (a resumed run rewrites the rest).
+
+    Returns the last iteration the interrupted attempt logged (None without a log): the
+    iterations ``start_iter + 1`` to it are the work lost and redone; with ``log_period``
+    above 1 the attempt may have run a few iterations past it."""
     kept = []
+    last = None
     if path.is_file() and start_iter > 0:
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
-                if json.loads(line).get("iteration", 0) <= start_iter:
-                    kept.append(line)
+                iteration = json.loads(line).get("iteration", 0)
             except json.JSONDecodeError:
                 break  # a torn last line of a killed run
+            last = iteration if last is None else max(last, iteration)
+            if iteration <= start_iter:
+                kept.append(line)
     with atomic_open(path, "w") as handle:
         handle.write("".join(line + "\n" for line in kept))
+    return last
 
 
 def _final_payload(state: TrainState, class_names: Sequence[str]) -> dict[str, Any]:

@@ -140,7 +140,9 @@ def check_kill_and_resume(cfg: dict, tmp_path: Path) -> tuple[Path, dict[str, to
     for a, b in zip(log_a, log_b, strict=True):
         a.pop("seconds_per_iteration"), b.pop("seconds_per_iteration")
         assert a == b
-    assert [e["event"] for e in read_train_log(killed, events=True)] == ["resumed"]
+    (event,) = read_train_log(killed, events=True)
+    assert event["event"] == "resumed" and event["iteration"] == 4
+    assert event["interrupted_after"] == 5  # iteration 5 was lost and redone
     # a finished run reruns as a no-op that rewrites the same final weights
     train(cfg, killed, progress=False)
     again = torch.load(killed / "model_final.pth", weights_only=True)

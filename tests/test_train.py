@@ -198,8 +198,13 @@ def test_killed_and_resumed_run_is_bit_identical(
     assert [r["iteration"] for r in read_train_log(killed)] == list(range(1, kill_at + 1))
     train(cfg, killed, progress=False)  # the same call resumes
     _assert_same_run(killed, uninterrupted(detector), 7)
-    resumed = ["resumed"] if saved else []  # killed before any checkpoint: a fresh start
-    assert [e["event"] for e in read_train_log(killed, events=True)] == resumed
+    events = read_train_log(killed, events=True)
+    if saved:  # the log says where it resumed and how far the killed attempt had got
+        assert [(e["event"], e["iteration"], e["interrupted_after"]) for e in events] == [
+            ("resumed", saved, kill_at)
+        ]
+    else:  # killed before any checkpoint: a fresh start
+        assert events == []
     if kill_at == 5 and detector == "faster_rcnn":
         reference = torch.load(uninterrupted(detector) / "model_final.pth", weights_only=True)
         # a finished run reruns as a no-op that rewrites the same final weights

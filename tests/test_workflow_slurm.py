@@ -249,13 +249,18 @@ def test_two_rank_training_survives_scancel_and_preemption(cluster, tmp_path):
     ).stdout
     assert "Restarts=1" in show and "NumNodes=1" in show, show
 
-    # each interruption was resumed from the newest checkpoint before it ...
+    # each interruption was resumed from the newest checkpoint before it: the attempt ran
+    # on from the moment it was interrupted (``stopped_at``) until SLURM's signal arrived,
+    # logging every iteration up to ``interrupted_after``; a checkpoint every 4 iterations
+    # (one being written when the signal came is lost)
     records = log_records(run_dir)
     events = [r for r in records if "event" in r]
     assert [e["event"] for e in events] == ["resumed", "resumed"], events
     for event, stopped_at in zip(events, (cancelled_at, preempted_at), strict=True):
-        assert event["iteration"] % 4 == 0 and stopped_at - 4 <= event["iteration"] <= stopped_at
-        assert event["from"] == f"model_{event['iteration']:07d}.pth"
+        resumed, reached = event["iteration"], event["interrupted_after"]
+        assert resumed % 4 == 0 and reached - 4 <= resumed <= reached, event
+        assert stopped_at <= reached and stopped_at - 4 <= resumed, (stopped_at, event)
+        assert event["from"] == f"model_{resumed:07d}.pth"
     # ... and the training log holds every iteration exactly once
     assert [r["iteration"] for r in records if "loss" in r] == list(range(1, max_iter + 1))
     # two ranks trained: the checkpoint holds both ranks' RNG states
