@@ -506,7 +506,7 @@ class TrainLog:
         if self.enabled:
             interrupted_after = _restart_log(self.path, self.start)
             for event in state.events:
-                if event["event"] == "resumed" and interrupted_after is not None:
+                if interrupted_after is not None:  # only a resumed run keeps a log
                     event = {**event, "interrupted_after": interrupted_after}
                 self._write({"iteration": self.start, **event})
 
@@ -577,7 +577,7 @@ def _restart_log(path: Path, start_iter: int) -> int | None:
                 iteration = json.loads(line).get("iteration", 0)
             except json.JSONDecodeError:
                 break  # a torn last line of a killed run
-            last = iteration if last is None else max(last, iteration)
+            last = iteration  # records are appended in iteration order
             if iteration <= start_iter:
                 kept.append(line)
     with atomic_open(path, "w") as handle:
