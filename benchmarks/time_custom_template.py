@@ -16,6 +16,7 @@ image.
 """
 
 import random
+import sys
 import time
 
 import torch
@@ -24,6 +25,8 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import misc
 
+if not torch.cuda.is_available():
+    sys.exit("time_custom_template.py measures GPU time: it needs a CUDA GPU (none found)")
 torch.manual_seed(0)
 random.seed(0)
 dev = "cuda"
